@@ -1,0 +1,52 @@
+"""Settings: read from ``RAG_*`` environment variables (and an optional ``.env``
+file) once, at the CLI or app entry point. Library code takes plain arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the system; each field maps to ``RAG_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    index_dir: Path = Field(Path("index"), description="Where the index lives.")
+    model_path: Path | None = Field(
+        None,
+        description="A sentence-transformers model folder; default: the packaged all-MiniLM-L6-v2.",
+    )
+    bf16: bool | None = Field(
+        None,
+        description="Run the embedder in bfloat16; default: on when the CPU has native bf16.",
+    )
+    embed_batch_size: int = Field(32, ge=1, le=1024)
+    chunk_tokens: int = Field(200, ge=16, le=512, description="Chunk size in model tokens.")
+    chunk_overlap: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
+    top_k: int = Field(5, ge=1, le=100, description="Passages returned by default.")
+    candidates: int = Field(50, ge=1, le=1000, description="Candidates per retriever before fusion.")
+    fusion: Literal["rrf", "weighted", "dense", "bm25"] = "rrf"
+    rrf_k: int = Field(60, ge=1)
+    dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in weighted fusion.")
+    generator: str = Field("extractive", description="Default answer generator.")
+    answer_passages: int = Field(5, ge=1, le=50, description="Passages a generator reads.")
+    max_answer_sentences: int = Field(3, ge=1, le=20)
+    min_support: float = Field(
+        0.45, ge=0.0, le=1.0, description="Below this sentence score the extractive generator abstains."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_question_chars: int = Field(2000, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
+            )
+        return self

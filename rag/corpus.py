@@ -1,0 +1,248 @@
+"""Reading articles from files: ``.txt``/``.md`` (title on the first line or in
+YAML front matter), ``.html``/``.htm`` (main text extracted with trafilatura)
+and ``.jsonl``/``.json`` records (``id``, ``title``, ``text``, ``url``,
+``published_at``, ``source``, ``author``).
+
+Every article is cleaned (see :mod:`rag.cleaning`) before it is returned; the
+cleaned text is what the index stores and cites. A file or record that cannot
+be read becomes a :class:`ReadProblem` naming it, and reading goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rag.cleaning import clean_text, normalise_whitespace
+from rag.types import Article
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
+HTML_SUFFIXES = {".html", ".htm"}
+RECORD_SUFFIXES = {".jsonl", ".json"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | RECORD_SUFFIXES
+MAX_TITLE_CHARS = 300
+_METADATA_FIELDS = ("url", "published_at", "source", "author")
+
+
+@dataclass(frozen=True)
+class ReadProblem:
+    """An input that was skipped, with a message for people (``where: what``)."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+def read_articles(paths: Iterable[str | Path]) -> Iterator[Article | ReadProblem]:
+    """Yield the articles found under ``paths`` (files or directories, recursively)."""
+    for root in paths:
+        root = Path(root)
+        if root.is_dir():
+            files = sorted(
+                p for p in root.rglob("*")
+                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            )
+            if not files:
+                yield ReadProblem(str(root), "no .txt, .md, .html, .json or .jsonl files in this directory")
+            for path in files:
+                yield from read_file(path, id_base=root)
+        elif root.is_file():
+            yield from read_file(root, id_base=root.parent)
+        else:
+            yield ReadProblem(str(root), "no such file or directory")
+
+
+def read_file(path: Path, id_base: Path | None = None) -> Iterator[Article | ReadProblem]:
+    """Yield the article(s) in one file; ids of text and HTML files come from the
+    path relative to ``id_base`` without its suffix, so a changed file keeps its id."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        yield ReadProblem(str(path), f"unsupported file type {suffix or '(none)'}")
+        return
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        yield ReadProblem(str(path), f"cannot read file ({exc.strerror or exc})")
+        return
+    try:
+        text = decode_bytes(raw)
+    except ValueError as exc:
+        yield ReadProblem(str(path), str(exc))
+        return
+    default_id = _path_id(path, id_base)
+    if suffix in RECORD_SUFFIXES:
+        yield from _read_records(text, path, jsonl=suffix == ".jsonl")
+        return
+    try:
+        if suffix in HTML_SUFFIXES:
+            article = parse_html(text, default_id=default_id, origin=str(path))
+        else:
+            article = parse_text(text, default_id=default_id, origin=str(path))
+    except ValueError as exc:
+        yield ReadProblem(str(path), str(exc))
+        return
+    yield article
+
+
+def decode_bytes(raw: bytes) -> str:
+    """Decode a file's bytes: UTF-8 (with or without BOM), UTF-16 with a BOM, else
+    the encoding charset-normalizer finds. Empty and binary content is refused."""
+    if not raw.strip():
+        raise ValueError("file is empty")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    if b"\x00" in raw[:4096]:
+        raise ValueError("looks like a binary file (contains NUL bytes), not text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(raw).best()
+    if best is None:
+        raise ValueError("cannot detect the text encoding (binary file?)")
+    return str(best)
+
+
+def parse_text(text: str, default_id: str, origin: str | None = None) -> Article:
+    """A ``.txt``/``.md`` article: optional front matter, then the title line, then the body."""
+    meta, body = _split_front_matter(text)
+    body = normalise_whitespace(body)
+    title = str(meta.get("title") or "").strip()
+    if not title:
+        first, _, rest = body.partition("\n")
+        title, body = first.strip().lstrip("#").strip(), rest
+    cleaned, author = clean_text(body)
+    return _make_article(meta, title, cleaned, author, default_id, origin)
+
+
+def parse_html(html: str, default_id: str, origin: str | None = None) -> Article:
+    """An HTML page: main text and metadata extracted with trafilatura."""
+    import trafilatura
+
+    extracted = trafilatura.bare_extraction(
+        html, include_comments=False, include_tables=False, with_metadata=True
+    )
+    if extracted is None:
+        raise ValueError("no article text found in the HTML page")
+    data = extracted.as_dict() if hasattr(extracted, "as_dict") else dict(extracted)
+    meta = {
+        "title": data.get("title"),
+        "url": data.get("url"),
+        "published_at": data.get("date"),
+        "source": data.get("sitename") or data.get("hostname"),
+        "author": data.get("author"),
+    }
+    cleaned, author = clean_text(str(data.get("text") or ""))
+    return _make_article(meta, str(meta["title"] or ""), cleaned, author, default_id, origin)
+
+
+def parse_record(record: Any, where: str) -> Article:
+    """A JSON record; its ``id`` (if any) is kept as the document id."""
+    if not isinstance(record, dict):
+        raise ValueError("record is not a JSON object")
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("record has no 'text'")
+    raw_id = record.get("id")
+    if raw_id is not None and not isinstance(raw_id, (str, int)):
+        raise ValueError("record 'id' must be a string or an integer")
+    cleaned, author = clean_text(text)
+    title = str(record.get("title") or "").strip()
+    doc_id = str(raw_id).strip() if raw_id is not None and str(raw_id).strip() else content_id(title, cleaned)
+    return _make_article(record, title, cleaned, author, doc_id, where)
+
+
+def content_id(title: str, text: str) -> str:
+    """An id derived from content, for records that bring none."""
+    return "doc-" + hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()[:16]
+
+
+def _read_records(text: str, path: Path, jsonl: bool) -> Iterator[Article | ReadProblem]:
+    if jsonl:
+        entries: list[tuple[str, Any]] = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                entries.append((where, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                yield ReadProblem(where, f"malformed JSON ({exc.msg})")
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield ReadProblem(f"{path}:{exc.lineno}", f"malformed JSON ({exc.msg})")
+            return
+        items = data if isinstance(data, list) else [data]
+        entries = [(f"{path}[{i}]", item) for i, item in enumerate(items)]
+    for where, record in entries:
+        try:
+            yield parse_record(record, where)
+        except ValueError as exc:
+            yield ReadProblem(where, str(exc))
+
+
+def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    match = re.match(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", text, re.S)
+    if not match:
+        return {}, text
+    try:
+        meta = yaml.safe_load(match.group(1))
+    except yaml.YAMLError:
+        return {}, text
+    if not isinstance(meta, dict):
+        return {}, text
+    return meta, text[match.end():]
+
+
+def _make_article(
+    meta: dict[str, Any], title: str, text: str, author: str | None, doc_id: str, origin: str | None
+) -> Article:
+    if not text.strip():
+        raise ValueError("no article text left after cleaning")
+    fields = {key: _str_or_none(meta.get(key)) for key in _METADATA_FIELDS}
+    doc_id = _str_or_none(meta.get("id")) or doc_id
+    title = normalise_whitespace(title).replace("\n", " ")[:MAX_TITLE_CHARS] or _fallback_title(text)
+    return Article(
+        id=doc_id,
+        title=title,
+        text=text,
+        url=fields["url"],
+        published_at=fields["published_at"],
+        source=fields["source"],
+        author=fields["author"] or author,
+        origin=origin,
+    )
+
+
+def _fallback_title(text: str) -> str:
+    first = text.split("\n", 1)[0]
+    return first if len(first) <= 120 else first[:117].rsplit(" ", 1)[0] + "..."
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    value = str(value).strip()  # dates parsed by YAML become ISO strings here
+    return value or None
+
+
+def _path_id(path: Path, base: Path | None) -> str:
+    try:
+        rel = path.relative_to(base) if base is not None else Path(path.name)
+    except ValueError:
+        rel = Path(path.name)
+    return rel.with_suffix("").as_posix()

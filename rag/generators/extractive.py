@@ -1,0 +1,127 @@
+"""The extractive generator: answers with sentences quoted from the passages.
+
+No language model is involved. Every sentence of the top passages is scored
+against the question by embedding similarity and by coverage of the
+question's content words; the best sentence, with a neighbour when one only
+makes sense together with it ("Some of them were ..."), and any other sentence
+nearly as good, form the answer. Each answer sentence is a verbatim quote and
+is cited with its exact offsets. When no sentence reaches ``min_support`` the
+generator abstains: an honest "not in the corpus" beats a confident guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.generators.base import BaseGenerator, GeneratorContext, abstain, cite
+from rag.lexical import tokenize
+from rag.sentences import split_sentences
+from rag.types import Citation, GeneratedAnswer, Passage
+
+# Stems of words that ask rather than inform; they say nothing about the answer.
+_QUESTION_STEMS = {
+    "which", "what", "who", "whom", "whose", "when", "where", "why", "how", "much", "mani",
+    "name", "tell", "accord", "articl", "report", "news", "mention", "say", "said",
+    "describ", "explain", "list", "give", "kind", "type", "happen", "doe", "did", "do",
+}
+# A sentence opening with one of these leans on the sentence before it.
+_ANAPHORIC_START = re.compile(
+    r"^(?:some|many|most|all|few|several|each|both|none|one|two|three)\s+of\s+(?:them|these|those)\b"
+    r"|^(?:they|these|those|this|that|it|its|he|she|his|her|their|such|among\s+them|the\s+latter|"
+    r"the\s+former|also|however|but)\b",
+    re.IGNORECASE,
+)
+_SEMANTIC_WEIGHT = 0.65
+_NEAR_BEST = 0.08  # other sentences within this of the best one join the answer
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    passage: int  # index into the passages
+    start: int  # offsets within the passage text
+    end: int
+    text: str
+    key: tuple[str, int]  # (doc_id, article offset): overlapping passages share sentences
+
+
+def content_terms(text: str) -> set[str]:
+    return set(tokenize([text])[0]) - _QUESTION_STEMS if text.strip() else set()
+
+
+class ExtractiveGenerator(BaseGenerator):
+    name = "extractive"
+
+    def __init__(self, context: GeneratorContext):
+        self.embedder = context.embedder
+        self.max_sentences = context.max_answer_sentences
+        self.min_support = context.min_support
+
+    def generate(self, question: str, passages: Sequence[Passage]) -> GeneratedAnswer:
+        sentences = _sentences(passages)
+        if not sentences:
+            return abstain("no passages were retrieved, so the corpus holds no answer")
+        scores = self.score(question, [s.text for s in sentences])
+        # A sentence that leans on its predecessor inherits part of its score.
+        for i, s in enumerate(sentences):
+            if i and _continues(sentences[i - 1], s):
+                scores[i] = max(scores[i], 0.95 * scores[i - 1])
+        best = int(np.argmax(scores))
+        if scores[best] < self.min_support:
+            return abstain(
+                "the corpus does not appear to answer this question: the best matching sentence "
+                f"scores {scores[best]:.2f}, below the support threshold {self.min_support:.2f}"
+            )
+        chosen = self._with_context(sentences, best)
+        for i in np.argsort(-scores, kind="stable"):
+            if len(chosen) >= self.max_sentences or scores[i] < max(self.min_support, scores[best] - _NEAR_BEST):
+                break
+            if int(i) not in chosen:
+                chosen.append(int(i))
+        citations: list[Citation] = []
+        seen: set[tuple[str, int]] = set()
+        for i in chosen[: self.max_sentences]:
+            s = sentences[i]
+            if s.key in seen:
+                continue
+            seen.add(s.key)
+            citations.append(cite(len(citations) + 1, passages[s.passage], s.start, s.end))
+        text = " ".join(f"{c.quote} [{c.n}]" for c in citations)
+        return GeneratedAnswer(text, tuple(citations))
+
+    def score(self, question: str, texts: Sequence[str]) -> np.ndarray:
+        """Support of each text for the question, in [0, 1]: embedding similarity
+        mixed with the share of the question's content words the text contains."""
+        vectors = self.embedder.embed_sentences([question, *texts])
+        semantic = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0)
+        terms = content_terms(question)
+        if not terms:
+            return semantic
+        coverage = np.array([len(terms & content_terms(t)) / len(terms) for t in texts])
+        return _SEMANTIC_WEIGHT * semantic + (1 - _SEMANTIC_WEIGHT) * coverage
+
+    @staticmethod
+    def _with_context(sentences: Sequence[_Sentence], best: int) -> list[int]:
+        """The best sentence, preceded by the sentence it leans on and followed by one leaning on it."""
+        chosen = [best]
+        if best > 0 and _continues(sentences[best - 1], sentences[best]):
+            chosen.insert(0, best - 1)
+        if best + 1 < len(sentences) and _continues(sentences[best], sentences[best + 1]):
+            chosen.append(best + 1)
+        return chosen
+
+
+def _continues(prev: _Sentence, cur: _Sentence) -> bool:
+    """``cur`` directly follows ``prev`` in the same passage and opens with a reference back."""
+    return prev.passage == cur.passage and bool(_ANAPHORIC_START.match(cur.text))
+
+
+def _sentences(passages: Sequence[Passage]) -> list[_Sentence]:
+    out: list[_Sentence] = []
+    for i, passage in enumerate(passages):
+        for start, end in split_sentences(passage.text):
+            out.append(_Sentence(i, start, end, passage.text[start:end], (passage.doc_id, passage.start + start)))
+    return out

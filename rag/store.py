@@ -1,0 +1,290 @@
+"""The index on disk: FAISS vectors, the chunk table, the documents, a BM25
+index and a manifest that describes how they were made.
+
+Layout of an index directory::
+
+    CURRENT               name of the committed generation, replaced atomically
+    gen-000007/           one complete, immutable generation
+        manifest.json     format version, model identity, chunking, counts
+        vectors.faiss     IndexIDMap2(IndexFlatIP): exact inner product, stable int64 ids
+        chunks.jsonl      chunk id, document id, position and character offsets, in row order
+        documents.jsonl   cleaned articles with metadata and a content hash
+        bm25/             bm25s arrays and vocabulary (JSON and .npy, no pickle)
+
+A commit writes a new generation in a temporary directory, syncs it, renames
+it into place and then swaps ``CURRENT``; a reader therefore sees either the
+old or the new generation, never a mix, and a crash leaves the last commit intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.embedding import ModelIdentity
+from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from rag.lexical import LexicalIndex
+from rag.types import Article, Chunk
+
+FORMAT_VERSION = 1
+FAISS_FACTORY = "IDMap2,Flat"
+CURRENT = "CURRENT"
+KEEP_GENERATIONS = 2
+
+
+def faiss_id(chunk_id: str) -> int:
+    """A stable non-negative int64 id for a chunk, derived from its id."""
+    digest = hashlib.blake2b(chunk_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def content_hash(article: Article) -> str:
+    """Hash of everything stored about an article; unchanged input gives the same hash."""
+    payload = json.dumps(article.to_dict() | {"origin": None}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """The settings an index must have been built with to be used."""
+
+    model: ModelIdentity
+    chunk_tokens: int
+    chunk_overlap: int
+
+    def check(self, manifest: dict[str, Any], where: Path) -> None:
+        model = manifest.get("model", {})
+        chunking = manifest.get("chunking", {})
+        if model.get("sha256") != self.model.sha256 or model.get("dimension") != self.model.dimension:
+            raise IndexMismatchError(
+                f"the index at {where} was built with the embedding model {model.get('name')!r} "
+                f"({model.get('dimension')}-d, sha256 {str(model.get('sha256'))[:12]}), but the current "
+                f"model is {self.model.name!r} ({self.model.dimension}-d, sha256 {self.model.sha256[:12]}); "
+                "rebuild it with `rag ingest --rebuild PATHS` or point --index elsewhere"
+            )
+        if (chunking.get("max_tokens"), chunking.get("overlap")) != (self.chunk_tokens, self.chunk_overlap):
+            raise IndexMismatchError(
+                f"the index at {where} was built with chunks of {chunking.get('max_tokens')} tokens "
+                f"(overlap {chunking.get('overlap')}), but the settings ask for {self.chunk_tokens} "
+                f"(overlap {self.chunk_overlap}); rebuild it with `rag ingest --rebuild PATHS`, or set "
+                "RAG_CHUNK_TOKENS / RAG_CHUNK_OVERLAP to the index's values"
+            )
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    article: Article
+    content_hash: str
+
+
+class IndexSnapshot:
+    """One committed generation, loaded into memory; never modified after loading."""
+
+    def __init__(
+        self,
+        generation: str,
+        manifest: dict[str, Any],
+        documents: dict[str, StoredDocument],
+        chunks: list[Chunk],
+        vectors: Any,
+        lexical: LexicalIndex,
+    ):
+        self.generation = generation
+        self.manifest = manifest
+        self.documents = documents
+        self.chunks = chunks
+        self.vectors = vectors  # faiss.IndexIDMap2
+        self.lexical = lexical
+        self.row_by_faiss_id = {faiss_id(c.id): row for row, c in enumerate(chunks)}
+        self.rows_by_doc: dict[str, list[int]] = {}
+        for row, c in enumerate(chunks):
+            self.rows_by_doc.setdefault(c.doc_id, []).append(row)
+
+    def document_vectors(self, doc_id: str) -> np.ndarray:
+        """The stored vectors of one document's chunks, in chunk order."""
+        rows = self.rows_by_doc.get(doc_id, [])
+        dim = int(self.manifest["model"]["dimension"])
+        if not rows:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.stack([self.vectors.reconstruct(faiss_id(self.chunks[r].id)) for r in rows])
+
+
+class IndexStore:
+    """Reads and atomically writes the generations of an index directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def current_generation(self) -> str | None:
+        try:
+            name = (self.root / CURRENT).read_text(encoding="utf-8").strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return name or None
+
+    def exists(self) -> bool:
+        return self.current_generation() is not None
+
+    def read_manifest(self) -> dict[str, Any]:
+        generation = self._require_generation()
+        return self._read_json(self.root / generation / "manifest.json")
+
+    def load(self, spec: IndexSpec | None = None) -> IndexSnapshot:
+        """Load the committed generation; with ``spec``, refuse one built otherwise."""
+        import faiss
+
+        generation = self._require_generation()
+        gen_dir = self.root / generation
+        manifest = self._read_json(gen_dir / "manifest.json")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexMismatchError(
+                f"the index at {self.root} has format version {manifest.get('format_version')}, "
+                f"this version of rag reads {FORMAT_VERSION}; rebuild it with `rag ingest --rebuild PATHS`"
+            )
+        if spec is not None:
+            spec.check(manifest, self.root)
+        try:
+            documents = {}
+            for record in _read_jsonl(gen_dir / "documents.jsonl"):
+                stored_hash = record.pop("content_hash")
+                documents[record["id"]] = StoredDocument(Article(**record), stored_hash)
+            chunks = []
+            for record in _read_jsonl(gen_dir / "chunks.jsonl"):
+                text = documents[record["doc_id"]].article.text
+                chunks.append(Chunk(record["id"], record["doc_id"], record["position"], record["start"],
+                                    record["end"], text[record["start"]:record["end"]]))
+            vectors = faiss.read_index(str(gen_dir / "vectors.faiss"))
+            lexical = LexicalIndex.load(gen_dir / "bm25", len(chunks))
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise IndexCorruptError(f"the index at {self.root} ({generation}) cannot be read: {exc}") from exc
+        if vectors.ntotal != len(chunks) or manifest.get("counts", {}).get("chunks") != len(chunks):
+            raise IndexCorruptError(
+                f"the index at {self.root} ({generation}) is inconsistent: {vectors.ntotal} vectors "
+                f"for {len(chunks)} chunks; rebuild it with `rag ingest --rebuild PATHS`"
+            )
+        return IndexSnapshot(generation, manifest, documents, chunks, vectors, lexical)
+
+    def commit(
+        self,
+        spec: IndexSpec,
+        documents: Iterable[StoredDocument],
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray,
+    ) -> str:
+        """Write a new generation holding exactly these documents and chunks
+        (``vectors[i]`` belongs to ``chunks[i]``) and make it current. Returns its name."""
+        import faiss
+
+        documents = list(documents)
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk is required")
+        self.root.mkdir(parents=True, exist_ok=True)
+        previous = self.current_generation()
+        number = int(previous.split("-")[1]) + 1 if previous else 1
+        name = f"gen-{number:06d}"
+        tmp = self.root / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(spec.model.dimension))
+        if len(chunks):
+            ids = np.fromiter((faiss_id(c.id) for c in chunks), dtype=np.int64, count=len(chunks))
+            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        faiss.write_index(index, str(tmp / "vectors.faiss"))
+        _write_jsonl(tmp / "documents.jsonl",
+                     (d.article.to_dict() | {"content_hash": d.content_hash} for d in documents))
+        _write_jsonl(tmp / "chunks.jsonl",
+                     ({"id": c.id, "doc_id": c.doc_id, "position": c.position, "start": c.start,
+                       "end": c.end} for c in chunks))
+        LexicalIndex.build([c.text for c in chunks]).save(tmp / "bm25")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "generation": name,
+            "created_at": now,
+            "model": asdict(spec.model) | {"normalized": True},
+            "chunking": {"max_tokens": spec.chunk_tokens, "overlap": spec.chunk_overlap,
+                         "sentence_aware": True},
+            "faiss": {"factory": FAISS_FACTORY, "metric": "inner_product"},
+            "lexical": {"kind": "bm25s", "tokens": "english stop words, snowball stems"},
+            "counts": {"documents": len(documents), "chunks": len(chunks)},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+        os.rename(tmp, self.root / name)
+        _fsync_dir(self.root)
+
+        pointer = self.root / f".{CURRENT}.tmp-{os.getpid()}"
+        with open(pointer, "w", encoding="utf-8") as fh:
+            fh.write(name + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(pointer, self.root / CURRENT)
+        _fsync_dir(self.root)
+        self._prune(keep={name, previous})
+        return name
+
+    def _prune(self, keep: set[str | None]) -> None:
+        for path in self.root.iterdir():
+            old_generation = path.name.startswith("gen-") and path.name not in keep
+            if path.is_dir() and (old_generation or path.name.startswith(".gen-")):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _require_generation(self) -> str:
+        generation = self.current_generation()
+        if generation is None:
+            raise IndexNotFoundError(
+                f"no index at {self.root}: build one with `rag ingest PATHS` (for example `rag ingest seeds`)"
+            )
+        if not (self.root / generation).is_dir():
+            raise IndexCorruptError(f"the index at {self.root} names {generation}, which is missing")
+        return generation
+
+    def _read_json(self, path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise IndexCorruptError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise IndexCorruptError(f"{path} is not a JSON object")
+        return data
+
+
+def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in sorted(directory.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        else:
+            _fsync_dir(path)
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
