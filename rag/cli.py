@@ -1,1 +1,229 @@
-def main(): pass
+"""The ``rag`` command: a thin edge over :class:`rag.pipeline.RagPipeline`.
+
+Errors of the library (:class:`rag.errors.RagError`) and invalid settings are
+reported here, in one place, as one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from rag.config import Settings
+from rag.errors import RagError
+from rag.types import Answer, Passage, SearchFilters
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Group(click.Group):
+    """Turns library and settings errors into one clean line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RagError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+            )
+            click.echo(f"error: invalid settings: {problems}", err=True)
+            sys.exit(EXIT_USAGE)
+
+
+def _index_option(f: F) -> F:
+    return click.option(
+        "--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Index directory (default: RAG_INDEX_DIR or ./index).",
+    )(f)
+
+
+def _json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (the API's format).")(f)
+
+
+def _k_option(f: F) -> F:
+    return click.option("-k", "k", type=click.IntRange(1, 100), default=None,
+                        help="Number of passages to retrieve (default: RAG_TOP_K).")(f)
+
+
+def _filter_options(f: F) -> F:
+    f = click.option("--source", "sources", multiple=True, help="Only articles from this source (repeatable).")(f)
+    f = click.option("--after", "published_after", default=None, help="Only articles published on/after DATE.")(f)
+    f = click.option("--before", "published_before", default=None,
+                     help="Only articles published on/before DATE.")(f)
+    return f
+
+
+def _settings(index_dir: Path | None, **overrides: Any) -> Settings:
+    values = {key: value for key, value in overrides.items() if value is not None}
+    if index_dir is not None:
+        values["index_dir"] = index_dir
+    return Settings(**values)
+
+
+def _pipeline(settings: Settings) -> Any:
+    from rag.pipeline import RagPipeline  # heavy imports only when a command needs them
+
+    return RagPipeline(settings)
+
+
+def _filters(sources: tuple[str, ...], published_after: str | None, published_before: str | None) -> SearchFilters:
+    return SearchFilters(tuple(sources), published_after, published_before)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rag-news", prog_name="rag")
+def cli() -> None:
+    """Ask questions over a corpus of news articles; answers cite exact spans."""
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@_index_option
+@_json_option
+@click.option("--rebuild", is_flag=True, help="Start the index afresh from PATHS alone.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebuild: bool, quiet: bool) -> None:
+    """Add the articles in PATHS (files or directories; default: seeds/) to the index.
+
+    Reads .txt, .md, .html, .json and .jsonl. Unchanged articles are skipped, changed
+    ones replaced; files that cannot be read are reported and the rest go on.
+    """
+    settings = _settings(index_dir)
+    pipeline = _pipeline(settings)
+    sources = list(paths) or [Path("seeds")]
+
+    def report_problem(problem: Any) -> None:
+        click.echo(f"skipped {problem}", err=True)
+
+    report = pipeline.ingest(sources, rebuild=rebuild, progress=not quiet and not as_json,
+                             on_problem=report_problem)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(
+            f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
+            f"{len(report.problems)} skipped; {report.chunks_embedded} chunks embedded in "
+            f"{report.seconds:.1f}s. Index {settings.index_dir}: {report.documents} documents, "
+            f"{report.chunks} chunks."
+        )
+    if not report.added and not report.updated and not report.unchanged:
+        click.echo("error: no articles could be read from the given paths", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command()
+@click.argument("question")
+@_index_option
+@_k_option
+@click.option("--generator", "-g", default=None, help="Answer generator (see `rag generators`).")
+@_filter_options
+@_json_option
+def ask(question: str, index_dir: Path | None, k: int | None, generator: str | None,
+        sources: tuple[str, ...], published_after: str | None, published_before: str | None,
+        as_json: bool) -> None:
+    """Answer QUESTION from the index, citing the exact spans the answer rests on."""
+    pipeline = _pipeline(_settings(index_dir))
+    answer = pipeline.ask(question, k=k, generator=generator,
+                          filters=_filters(sources, published_after, published_before))
+    if as_json:
+        _print_json(answer.to_dict())
+    else:
+        click.echo(format_answer(answer))
+
+
+@cli.command()
+@click.argument("query")
+@_index_option
+@_k_option
+@_filter_options
+@_json_option
+def search(query: str, index_dir: Path | None, k: int | None, sources: tuple[str, ...],
+           published_after: str | None, published_before: str | None, as_json: bool) -> None:
+    """Show the passages that best match QUERY, best first."""
+    pipeline = _pipeline(_settings(index_dir))
+    passages = pipeline.search(query, k=k, filters=_filters(sources, published_after, published_before))
+    if as_json:
+        _print_json({"results": [p.to_dict() for p in passages]})
+    else:
+        click.echo(format_passages(passages))
+
+
+@cli.command()
+@_index_option
+@click.option("--host", default=None, help="Address to bind (default: RAG_HOST or 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: RAG_PORT or 8000).")
+def serve(index_dir: Path | None, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings(index_dir, host=host, port=port)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@cli.command()
+@_json_option
+def generators(as_json: bool) -> None:
+    """List the answer generators that are installed."""
+    from rag.generators.registry import available_generators
+
+    found = available_generators()
+    if as_json:
+        _print_json({"generators": [{"name": n, "target": ep.value} for n, ep in found.items()]})
+    else:
+        for name, ep in found.items():
+            click.echo(f"{name:12} {ep.value}")
+
+
+def format_answer(answer: Answer) -> str:
+    """The human-readable form of an answer: the text, then each citation."""
+    wrap = textwrap.TextWrapper(width=100)
+    lines = [f"Q: {answer.question}", ""]
+    if answer.abstained:
+        lines.append("No answer: " + (answer.reason or "the corpus does not hold one."))
+        return "\n".join(lines)
+    lines += wrap.wrap(answer.answer or "")
+    lines += ["", "Citations:"]
+    quote_wrap = textwrap.TextWrapper(width=100, initial_indent="      “", subsequent_indent="       ")
+    for c in answer.citations:
+        lines.append(f"  [{c.n}] {c.title}")
+        where = f"      {c.doc_id}, characters {c.start}-{c.end}"
+        if c.published_at:
+            where += f", published {c.published_at}"
+        lines.append(where)
+        lines += quote_wrap.wrap(c.quote + "”")
+    return "\n".join(lines)
+
+
+def format_passages(passages: list[Passage]) -> str:
+    if not passages:
+        return "No passages found."
+    out = []
+    body = textwrap.TextWrapper(width=100, initial_indent="    ", subsequent_indent="    ")
+    for rank, p in enumerate(passages, start=1):
+        out.append(f"{rank}. {p.title}  [{p.doc_id} {p.start}-{p.end}, score {p.score:.4f}]")
+        out += body.wrap(" ".join(p.text.split()))
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def main() -> None:
+    cli(prog_name="rag")

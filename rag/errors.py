@@ -10,7 +10,7 @@ message fit to show as is. The edges translate them in one place each:
     ├── InvalidRequestError    a request the library refuses (empty question, k<1)   422
     ├── CorpusError            an input file or record that cannot be read           422
     ├── DocumentNotFoundError  an unknown document id                                404
-    ├── UnknownGeneratorError  a generator name that no plugin provides              404
+    ├── UnknownGeneratorError  a generator name that no plugin provides              422
     ├── IndexNotFoundError     no index has been built at the configured place       503
     ├── IndexMismatchError     the index was built with other model/chunk settings   409
     └── IndexCorruptError      index files that are missing or inconsistent          500
@@ -42,7 +42,7 @@ class DocumentNotFoundError(RagError):
 
 
 class UnknownGeneratorError(RagError):
-    http_status = 404
+    http_status = 422
 
 
 class IndexNotFoundError(RagError):

@@ -1,0 +1,43 @@
+# The README's commands. `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch, installed before anything that depends on it; elsewhere use e.g.
+#   make TORCH_SPEC=torch PIP_TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.0
+PIP_TORCH_ARGS ?=
+QUESTION ?= Which lenders did Xiaomi partner with?
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test index serve bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+index: setup
+	$(BIN)/rag ingest seeds
+
+demo: index
+	$(BIN)/rag ask "$(QUESTION)"
+
+test: setup
+	$(BIN)/python -m pytest
+
+serve: index
+	$(BIN)/rag serve
+
+bench: setup
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/fusion.py
+
+lint: setup
+	$(BIN)/ruff check rag api tests bench
+	$(BIN)/mypy rag api
+
+clean:
+	rm -rf $(VENV) index/CURRENT index/gen-* index/.gen-* *.egg-info

@@ -1,0 +1,43 @@
+"""POST /ask and GET /search."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from api.deps import get_pipeline
+from api.schemas import AskRequest, AskResponse, Filters, SearchResponse
+from rag.pipeline import RagPipeline
+from rag.types import SearchFilters
+
+router = APIRouter(tags=["answers"])
+Pipeline = Annotated[RagPipeline, Depends(get_pipeline)]
+
+
+def _filters(filters: Filters | None) -> SearchFilters | None:
+    if filters is None:
+        return None
+    return SearchFilters(tuple(filters.sources), filters.published_after, filters.published_before)
+
+
+@router.post("/ask", response_model=AskResponse)
+def ask(body: AskRequest, pipeline: Pipeline) -> dict[str, object]:
+    """Answer a question from the corpus; every citation quotes its document exactly."""
+    answer = pipeline.ask(body.question, k=body.k, generator=body.generator, filters=_filters(body.filters))
+    return answer.to_dict()
+
+
+@router.get("/search", response_model=SearchResponse)
+def search(
+    pipeline: Pipeline,
+    q: Annotated[str, Query(min_length=1, max_length=2000, description="The query.")],
+    k: Annotated[int | None, Query(ge=1, le=100)] = None,
+    source: Annotated[list[str] | None, Query(description="Keep only these sources.")] = None,
+    published_after: Annotated[str | None, Query()] = None,
+    published_before: Annotated[str | None, Query()] = None,
+) -> dict[str, object]:
+    """Passages that best match ``q``, in rank order."""
+    filters = Filters(sources=source or [], published_after=published_after, published_before=published_before)
+    passages = pipeline.search(q, k=k, filters=_filters(filters))
+    return {"results": [p.to_dict() for p in passages]}
