@@ -29,6 +29,7 @@ RECORD_SUFFIXES = {".jsonl", ".json"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | RECORD_SUFFIXES
 MAX_TITLE_CHARS = 300
 _METADATA_FIELDS = ("url", "published_at", "source", "author")
+_CONFIDENT_GUESS = 0.6
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,14 @@ def decode_bytes(raw: bytes) -> str:
     from charset_normalizer import from_bytes
 
     best = from_bytes(raw).best()
+    try:
+        western = raw.decode("cp1252")
+    except UnicodeDecodeError:
+        western = None
+    # Short Western texts are often guessed as some other code page; Windows-1252 is by far
+    # the most common legacy encoding of news text, so it wins unless the guess is confident.
+    if western is not None and (best is None or best.coherence < _CONFIDENT_GUESS):
+        return western
     if best is None:
         raise ValueError("cannot detect the text encoding (binary file?)")
     return str(best)
