@@ -73,6 +73,8 @@ class Embedder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # weight-loading bars are noise; ingest shows its own
+        # Token counts of whole sentences may exceed the model's window; chunking handles that.
+        hf_logging.set_verbosity_error()
         kwargs: dict[str, Any] = {}
         if self.bf16:
             import torch
