@@ -104,10 +104,6 @@ class Embedder:
             raise ConfigError(f"the model in {self.model_path} does not declare an embedding dimension")
         return int(dim)
 
-    @property
-    def max_tokens(self) -> int:
-        return int(self.model.max_seq_length)
-
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word-piece tokens per text, without the special tokens."""
         if not texts:

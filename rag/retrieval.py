@@ -62,7 +62,7 @@ def dense_search(
         ids = np.fromiter((faiss_id(snapshot.chunks[r].id) for r in np.flatnonzero(mask)), dtype=np.int64)
         if len(ids) == 0:
             return []
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))  # type: ignore[call-arg]
     scores, ids = snapshot.vectors.search(query_vector.reshape(1, -1).astype(np.float32), min(k, n), params=params)
     return [
         (snapshot.row_by_faiss_id[int(i)], float(s))

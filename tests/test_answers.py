@@ -130,7 +130,7 @@ def test_bad_requests_are_refused(seed_pipeline: RagPipeline) -> None:
 
 def test_registry_lists_builtins_and_names_them_on_unknown(seed_pipeline: RagPipeline) -> None:
     assert {"extractive", "scripted"} <= set(available_generators())
-    with pytest.raises(UnknownGeneratorError, match="available: .*extractive.*scripted"):
+    with pytest.raises(UnknownGeneratorError, match=r"available: .*extractive.*scripted"):
         seed_pipeline.ask(MISSION_QUESTION, generator="no-such-generator")
 
 
