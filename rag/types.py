@@ -72,7 +72,17 @@ class Citation:
     published_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # The API's field order, so that `rag ask --json` prints the same object.
+        return {
+            "n": self.n,
+            "doc_id": self.doc_id,
+            "title": self.title,
+            "url": self.url,
+            "published_at": self.published_at,
+            "quote": self.quote,
+            "start": self.start,
+            "end": self.end,
+        }
 
 
 @dataclass(frozen=True)
@@ -123,21 +133,7 @@ class Answer:
             "abstained": self.abstained,
             "reason": self.reason,
             "citations": [c.to_dict() for c in self.citations],
-            "passages": [
-                {
-                    "chunk_id": p.chunk_id,
-                    "doc_id": p.doc_id,
-                    "title": p.title,
-                    "text": p.text,
-                    "start": p.start,
-                    "end": p.end,
-                    "score": p.score,
-                    "url": p.url,
-                    "published_at": p.published_at,
-                    "source": p.source,
-                }
-                for p in self.passages
-            ],
+            "passages": [p.to_dict() for p in self.passages],
             "generator": self.generator,
             "timings_ms": dict(self.timings_ms),
         }
