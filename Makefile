@@ -25,7 +25,7 @@ index: setup
 demo: index
 	$(BIN)/rag ask "$(QUESTION)"
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest
 
 serve: index

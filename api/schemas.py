@@ -29,7 +29,9 @@ class AskRequest(BaseModel):
 
     question: str = Field(..., min_length=1, max_length=2000, examples=["Which lenders did Xiaomi partner with?"])
     k: int | None = Field(None, ge=1, le=100, description="Passages to retrieve.")
-    generator: str | None = Field(None, max_length=100, description="Generator name; see GET /generators.")
+    generator: str | None = Field(
+        None, min_length=1, max_length=100, description="Generator name; see GET /generators."
+    )
     filters: Filters | None = None
 
 

@@ -148,9 +148,10 @@ class RagPipeline:
                 (report.updated if old is not None else report.added).append(doc_id)
                 to_embed.append(doc.article)
 
-        if not to_embed and previous is not None:
-            report.documents, report.chunks = len(old_docs), len(previous.chunks)
-            report.generation = previous.generation
+        if not to_embed:  # nothing new: commit nothing (and never replace an index with an empty one)
+            if previous is not None:
+                report.documents, report.chunks = len(old_docs), len(previous.chunks)
+                report.generation = previous.generation
             report.seconds = time.perf_counter() - started
             return report
 

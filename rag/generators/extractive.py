@@ -60,15 +60,22 @@ class ExtractiveGenerator(BaseGenerator):
         self.max_sentences = context.max_answer_sentences
         self.min_support = context.min_support
 
-    def generate(self, question: str, passages: Sequence[Passage]) -> GeneratedAnswer:
+    def rank_sentences(self, question: str, passages: Sequence[Passage]) -> tuple[list[_Sentence], np.ndarray]:
+        """The passages' sentences and the support each gives the question, in [0, 1]."""
         sentences = _sentences(passages)
         if not sentences:
-            return abstain("no passages were retrieved, so the corpus holds no answer")
+            return sentences, np.zeros(0)
         scores = self.score(question, [s.text for s in sentences])
         # A sentence that leans on its predecessor inherits part of its score.
         for i, s in enumerate(sentences):
             if i and _continues(sentences[i - 1], s):
                 scores[i] = max(scores[i], 0.95 * scores[i - 1])
+        return sentences, scores
+
+    def generate(self, question: str, passages: Sequence[Passage]) -> GeneratedAnswer:
+        sentences, scores = self.rank_sentences(question, passages)
+        if not sentences:
+            return abstain("no passages were retrieved, so the corpus holds no answer")
         best = int(np.argmax(scores))
         if scores[best] < self.min_support:
             return abstain(

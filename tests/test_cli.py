@@ -1,0 +1,270 @@
+"""The installed ``rag`` command, run as a subprocess in a scratch directory.
+
+Every run that touches an index loads the embedding model (10-15 s on a small CPU),
+so each run is made once, in a module-scoped fixture, and several tests read it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from api.schemas import AskResponse, CitationOut, PassageOut
+from rag.config import Settings
+from rag.embedding import Embedder
+from rag.pipeline import RagPipeline
+from tests.conftest import LENDERS, MISSION_QUESTION, REPO, SEED_ID, SEEDS
+
+SEED_TITLE = "Xiaomi steps on the accelerator to enter the banking market"
+ANSWER_KEYS = {
+    "question", "answer", "abstained", "reason", "citations", "passages", "generator", "timings_ms",
+}
+CITATION_KEYS = {"n", "doc_id", "title", "url", "published_at", "quote", "start", "end"}
+PASSAGE_KEYS = {"chunk_id", "doc_id", "title", "text", "start", "end", "score"}
+GOOD_ARTICLE = """Harbour town opens a floating library
+
+The town of Kelmsby opened a floating library on an old ferry on Saturday, the mayor said.
+The ferry holds twelve thousand books and will visit four villages along the estuary each week.
+"""
+
+Run = subprocess.CompletedProcess[str]
+
+
+def _rag_executable() -> str:
+    local = REPO / ".venv" / "bin" / "rag"
+    if local.exists():
+        return str(local)
+    found = shutil.which("rag")
+    if found is None:
+        pytest.skip("the rag command is not installed")
+    return found
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli-work")
+
+
+def _run(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Run:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    environ.update(env or {})
+    return subprocess.run(
+        [_rag_executable(), *args], cwd=workdir, env=environ, capture_output=True, text=True, timeout=600,
+    )
+
+
+def _assert_clean_error(result: Run, *fragments: str) -> str:
+    """A non-zero exit with exactly one ``error: ...`` line on stderr and no traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+# -- runs, one each -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def index_dir(workdir: Path) -> Path:
+    return workdir / "index"
+
+
+@pytest.fixture(scope="module")
+def first_ingest(workdir: Path, index_dir: Path) -> Run:
+    return _run(workdir, "ingest", str(SEEDS), "--index", str(index_dir))
+
+
+@pytest.fixture(scope="module")
+def second_ingest(workdir: Path, index_dir: Path, first_ingest: Run) -> tuple[Run, str, set[str], str]:
+    assert first_ingest.returncode == 0, first_ingest.stderr
+    current_before = (index_dir / "CURRENT").read_text()
+    generations_before = {p.name for p in index_dir.iterdir()}
+    result = _run(workdir, "ingest", str(SEEDS), "--index", str(index_dir), "-q")
+    return result, current_before, generations_before, (index_dir / "CURRENT").read_text()
+
+
+@pytest.fixture(scope="module")
+def seed_text(index_dir: Path, first_ingest: Run, embedder: Embedder) -> str:
+    """The cleaned text the CLI's index stores, read through the library."""
+    assert first_ingest.returncode == 0, first_ingest.stderr
+    return RagPipeline(Settings(index_dir=index_dir), embedder=embedder).document(SEED_ID).text
+
+
+@pytest.fixture(scope="module")
+def ask_human(workdir: Path, index_dir: Path, first_ingest: Run) -> Run:
+    return _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir))
+
+
+@pytest.fixture(scope="module")
+def ask_json(workdir: Path, index_dir: Path, first_ingest: Run) -> Run:
+    return _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "--json")
+
+
+# -- ingest --------------------------------------------------------------------------------
+
+
+def test_ingest_builds_an_index(first_ingest: Run, index_dir: Path) -> None:
+    assert first_ingest.returncode == 0, first_ingest.stderr
+    assert "Traceback" not in first_ingest.stderr
+    assert first_ingest.stdout.startswith("1 added, 0 updated, 0 unchanged, 0 skipped;"), first_ingest.stdout
+    assert "1 documents" in first_ingest.stdout
+    assert (index_dir / "CURRENT").read_text().strip() == "gen-000001"
+    assert (index_dir / "gen-000001" / "manifest.json").is_file()
+
+
+def test_ingesting_the_same_files_again_changes_nothing(second_ingest: tuple[Run, str, set[str], str],
+                                                        index_dir: Path) -> None:
+    result, current_before, generations_before, current_after = second_ingest
+    assert result.returncode == 0, result.stderr
+    summary = "0 added, 0 updated, 1 unchanged, 0 skipped; 0 chunks embedded"
+    assert result.stdout.startswith(summary), result.stdout
+    assert current_after == current_before
+    assert {p.name for p in index_dir.iterdir()} == generations_before
+
+
+def test_ingest_skips_unreadable_files_and_keeps_the_rest(workdir: Path, embedder: Embedder) -> None:
+    corpus = workdir / "mixed"
+    corpus.mkdir()
+    (corpus / "empty.txt").write_bytes(b"")
+    (corpus / "blob.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00" * 8)
+    (corpus / "good.txt").write_text(GOOD_ARTICLE, encoding="utf-8")
+    index = workdir / "mixed-index"
+
+    result = _run(workdir, "ingest", str(corpus), "--index", str(index), "-q")
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.startswith("1 added, 0 updated, 0 unchanged, 2 skipped;"), result.stdout
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 2, result.stderr
+    assert any(str(corpus / "empty.txt") in line and "empty" in line for line in skipped), skipped
+    assert any(str(corpus / "blob.txt") in line and "binary" in line for line in skipped), skipped
+    assert not any(line.startswith("error:") for line in result.stderr.splitlines())
+
+    total, docs = RagPipeline(Settings(index_dir=index), embedder=embedder).documents()
+    assert total == 1
+    assert [d.id for d in docs] == ["good"]
+    assert docs[0].title == "Harbour town opens a floating library"
+    assert "floating library on an old ferry" in docs[0].text
+
+
+@pytest.fixture(scope="module")
+def unreadable_only_ingest(workdir: Path) -> tuple[Run, Path]:
+    corpus = workdir / "unreadable"
+    corpus.mkdir()
+    (corpus / "empty.txt").write_bytes(b"   \n")
+    (corpus / "blob.md").write_bytes(b"\x00\x01\x02\x03" * 64)
+    index = workdir / "unreadable-index"
+    return _run(workdir, "ingest", str(corpus), "--index", str(index), "-q"), index
+
+
+def test_ingest_of_nothing_readable_fails_cleanly(unreadable_only_ingest: tuple[Run, Path]) -> None:
+    result, _ = unreadable_only_ingest
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == [lines[-1]]
+    assert "no articles could be read" in lines[-1]
+    assert sum(line.startswith("skipped ") for line in lines) == 2, result.stderr
+
+
+def test_a_failed_first_ingest_leaves_no_index(unreadable_only_ingest: tuple[Run, Path]) -> None:
+    result, index = unreadable_only_ingest
+    assert result.returncode != 0
+    assert not (index / "CURRENT").exists()
+
+
+# -- ask and search --------------------------------------------------------------------------
+
+
+def test_ask_prints_the_answer_and_its_citations(ask_human: Run) -> None:
+    assert ask_human.returncode == 0, ask_human.stderr
+    out = ask_human.stdout
+    assert out.startswith(f"Q: {MISSION_QUESTION}\n")
+    answer_part, _, citations_part = out.partition("\nCitations:\n")
+    assert citations_part, out
+    # the answer is word-wrapped: compare with whitespace collapsed
+    answer_words = " ".join(answer_part.split())
+    for lender in LENDERS:
+        assert lender in answer_words, f"{lender} missing from the answer"
+    assert f"[1] {SEED_TITLE}" in citations_part
+    assert f"{SEED_ID}, characters " in citations_part
+    assert "KreditBee" in citations_part
+    assert "No answer" not in out
+
+
+def test_ask_json_has_the_api_shape_and_exact_quotes(ask_json: Run, seed_text: str) -> None:
+    assert ask_json.returncode == 0, ask_json.stderr
+    data = json.loads(ask_json.stdout)
+    assert set(data) == ANSWER_KEYS == set(AskResponse.model_fields)
+    assert data["question"] == MISSION_QUESTION
+    assert data["abstained"] is False and data["reason"] is None
+    assert data["generator"] == "extractive"
+    assert data["citations"] and data["passages"]
+    for citation in data["citations"]:
+        assert set(citation) == CITATION_KEYS == set(CitationOut.model_fields)
+        assert citation["doc_id"] == SEED_ID
+        assert citation["quote"] == seed_text[citation["start"]:citation["end"]]
+    for passage in data["passages"]:
+        assert PASSAGE_KEYS <= set(passage) <= set(PassageOut.model_fields)
+        assert passage["text"] == seed_text[passage["start"]:passage["end"]]
+    quotes = " ".join(c["quote"] for c in data["citations"])
+    for lender in LENDERS:
+        assert lender in data["answer"]
+        assert lender in quotes
+    AskResponse.model_validate(data)
+
+
+def test_search_json_returns_k_ranked_passages(workdir: Path, index_dir: Path, first_ingest: Run,
+                                               seed_text: str) -> None:
+    args = ["search", "Xiaomi lending partners", "--index", str(index_dir), "--json", "-k", "2"]
+    result = _run(workdir, *args)
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)["results"]
+    assert len(results) == 2  # the seed article has more than two chunks
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    for passage in results:
+        assert set(passage) >= PASSAGE_KEYS
+        assert passage["doc_id"] == SEED_ID
+        assert passage["text"] == seed_text[passage["start"]:passage["end"]]
+
+
+def test_generators_lists_the_builtin_ones(workdir: Path) -> None:
+    result = _run(workdir, "generators")
+    assert result.returncode == 0, result.stderr
+    names = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+    assert {"extractive", "scripted"} <= names
+    assert "rag.generators.extractive:ExtractiveGenerator" in result.stdout
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_ask_without_an_index_is_a_clean_error(workdir: Path) -> None:
+    missing = workdir / "no-index-here"
+    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(missing))
+    _assert_clean_error(result, "no index", str(missing), "rag ingest")
+    assert result.stdout == ""
+    assert not missing.exists()
+
+
+def test_unknown_generator_is_a_clean_error(workdir: Path, index_dir: Path, first_ingest: Run) -> None:
+    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "--generator", "no-such-gen")
+    _assert_clean_error(result, "no-such-gen", "extractive", "scripted")
+    assert result.stdout == ""
+
+
+def test_invalid_settings_from_the_environment_are_a_clean_error(workdir: Path, index_dir: Path) -> None:
+    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), env={"RAG_TOP_K": "abc"})
+    _assert_clean_error(result, "invalid settings", "top_k")
+    assert result.returncode == 2
