@@ -41,15 +41,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from _common import REPO_ROOT, build_index, resolve_from_repo
 
-from rag.config import Settings  # noqa: E402
-from rag.corpus import ReadProblem, read_articles  # noqa: E402
-from rag.errors import IndexMismatchError  # noqa: E402
-from rag.pipeline import RagPipeline  # noqa: E402
-from rag.store import content_hash  # noqa: E402
+from rag.config import Settings
+from rag.pipeline import RagPipeline
 
 DEFAULT_EVAL_DIR = "../shared/eval/realtimeqa-gold-dev"
 DEFAULT_INDEX = Path("/tmp/rag-bench/realtimeqa-index")
@@ -109,11 +104,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_from_repo(path: str | Path) -> Path:
-    path = Path(path).expanduser()
-    return (path if path.is_absolute() else REPO_ROOT / path).resolve()
-
-
 def load_queries(path: Path) -> list[Query]:
     queries = []
     with open(path, encoding="utf-8") as fh:
@@ -125,51 +115,6 @@ def load_queries(path: Path) -> list[Query]:
             if gold:
                 queries.append(Query(str(record["id"]), str(record["question"]), gold))
     return queries
-
-
-def corpus_hashes(corpus: Path) -> dict[str, str]:
-    """``doc_id -> content hash`` of the articles the pipeline would ingest from ``corpus``."""
-    hashes: dict[str, str] = {}
-    for item in read_articles([corpus]):
-        if not isinstance(item, ReadProblem):
-            hashes[item.id] = content_hash(item)
-    return hashes
-
-
-def index_matches(pipeline: RagPipeline, corpus: Path) -> tuple[bool, str]:
-    """Whether the index holds exactly the corpus, built with the current model and chunking."""
-    if not pipeline.store.exists():
-        return False, "no index yet"
-    try:
-        snapshot = pipeline.snapshot()
-    except IndexMismatchError as exc:
-        return False, f"settings differ ({exc})"
-    stored = {doc_id: doc.content_hash for doc_id, doc in snapshot.documents.items()}
-    if stored != corpus_hashes(corpus):
-        return False, "documents differ from the corpus"
-    return True, "matches the corpus and settings"
-
-
-def build_index(pipeline: RagPipeline, corpus: Path, rebuild: bool) -> dict[str, Any]:
-    ok, why = (False, "--rebuild given") if rebuild else index_matches(pipeline, corpus)
-    if ok:
-        snapshot = pipeline.snapshot()
-        print(f"reusing the index at {pipeline.settings.index_dir} ({snapshot.generation}): {why}")
-        return {"reused": True, "generation": snapshot.generation, "documents": len(snapshot.documents),
-                "chunks": len(snapshot.chunks)}
-    print(f"building the index at {pipeline.settings.index_dir}: {why}", flush=True)
-    report = pipeline.ingest(
-        [corpus], rebuild=True, progress=True,
-        on_problem=lambda p: print(f"  skipped {p}", file=sys.stderr),
-    )
-    rate = report.chunks_embedded / report.seconds if report.seconds else 0.0
-    print(f"ingest: {report.documents} documents, {report.chunks} chunks "
-          f"({report.chunks_embedded} embedded) in {report.seconds:.1f} s = {rate:.1f} chunks/s; "
-          f"{len(report.problems)} problems", flush=True)
-    return {"reused": False, "generation": report.generation, "documents": report.documents,
-            "chunks": report.chunks, "chunks_embedded": report.chunks_embedded,
-            "seconds": round(report.seconds, 2), "chunks_per_s": round(rate, 2),
-            "problems": len(report.problems)}
 
 
 def distinct_docs(doc_ids: list[str]) -> list[str]:

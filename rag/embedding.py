@@ -104,6 +104,14 @@ class Embedder:
             raise ConfigError(f"the model in {self.model_path} does not declare an embedding dimension")
         return int(dim)
 
+    @property
+    def max_sequence_tokens(self) -> int:
+        """The longest input, special tokens included, that the model reads without truncating."""
+        length = self.model.max_seq_length
+        if length is None:
+            raise ConfigError(f"the model in {self.model_path} does not declare a maximum sequence length")
+        return int(length)
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Word-piece tokens per text, without the special tokens."""
         if not texts:

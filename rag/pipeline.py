@@ -16,7 +16,7 @@ from rag.chunking import chunk_article
 from rag.config import Settings
 from rag.corpus import ReadProblem, read_articles
 from rag.embedding import Embedder
-from rag.errors import DocumentNotFoundError, InvalidRequestError
+from rag.errors import ConfigError, DocumentNotFoundError, InvalidRequestError
 from rag.generators.base import Generator, GeneratorContext
 from rag.generators.registry import available_generators, load_generator
 from rag.retrieval import RetrievalParams
@@ -78,6 +78,12 @@ class RagPipeline:
 
     @cached_property
     def spec(self) -> IndexSpec:
+        window = self.embedder.max_sequence_tokens - 2  # [CLS] and [SEP]
+        if self.settings.chunk_tokens > window:
+            raise ConfigError(
+                f"chunks of {self.settings.chunk_tokens} tokens do not fit the embedding model, which reads "
+                f"at most {window}; set RAG_CHUNK_TOKENS to {window} or less"
+            )
         return IndexSpec(self.embedder.identity, self.settings.chunk_tokens, self.settings.chunk_overlap)
 
     def snapshot(self) -> IndexSnapshot:

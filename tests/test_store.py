@@ -12,7 +12,7 @@ import pytest
 
 from rag.config import Settings
 from rag.embedding import Embedder, ModelIdentity
-from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from rag.errors import ConfigError, IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from rag.pipeline import RagPipeline
 from rag.retrieval import dense_search
 from rag.store import IndexSpec, IndexStore, StoredDocument, content_hash
@@ -147,6 +147,13 @@ def test_index_built_with_other_chunking_is_refused(
     other = RagPipeline(Settings(index_dir=seed_index, chunk_tokens=128, chunk_overlap=16), embedder=embedder)
     with pytest.raises(IndexMismatchError, match="RAG_CHUNK_TOKENS"):
         other.search("Xiaomi")
+
+
+def test_chunks_longer_than_the_model_window_are_refused(make_pipeline: Callable[..., RagPipeline]) -> None:
+    pipeline = make_pipeline(chunk_tokens=300, chunk_overlap=40)
+    with pytest.raises(ConfigError, match="RAG_CHUNK_TOKENS to 254 or less"):
+        pipeline.ingest([SEEDS])
+    assert not pipeline.store.exists()
 
 
 def test_rebuild_starts_afresh(tmp_path: Path, make_pipeline: Callable[..., RagPipeline]) -> None:
