@@ -63,3 +63,17 @@ def build_index(pipeline: RagPipeline, corpus: Path, rebuild: bool) -> dict[str,
             "chunks": report.chunks, "chunks_embedded": report.chunks_embedded,
             "seconds": round(report.seconds, 2), "chunks_per_s": round(rate, 2),
             "problems": len(report.problems)}
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
+
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line(row))

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import REPO_ROOT, build_index, resolve_from_repo
+from _common import REPO_ROOT, build_index, print_table, resolve_from_repo
 
 from rag.config import Settings
 from rag.pipeline import RagPipeline
@@ -148,23 +148,14 @@ def evaluate(pipeline: RagPipeline, method: Method, queries: list[Query], k: int
     )
 
 
-def print_table(results: list[MethodResult]) -> None:
+def show_table(results: list[MethodResult]) -> None:
     headers = ["method", *(f"R@{n}" for n in RECALL_AT), f"MRR@{MRR_AT}", "docs", "med ms"]
     rows = [
         [r.method, *(f"{r.recall[f'R@{n}']:.3f}" for n in RECALL_AT), f"{r.mrr_at_10:.3f}",
          f"{r.mean_distinct_docs:.1f}", f"{r.median_query_ms:.1f}"]
         for r in results
     ]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        pairs = enumerate(zip(cells, widths, strict=True))
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
-
-    print(line(headers))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
+    print_table(headers, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingest: {ingest['chunks']} chunks in {ingest['seconds']} s "
               f"= {ingest['chunks_per_s']} chunks/s")
     print()
-    print_table(results)
+    show_table(results)
 
     if args.json:
         payload = {"config": config, "ingest": ingest, "results": [asdict(r) for r in results]}

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import resolve_from_repo
+from _common import print_table, resolve_from_repo
 
 from rag.config import Settings
 from rag.pipeline import RagPipeline
@@ -103,21 +103,12 @@ def summarise(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
-def print_table(stats: dict[str, dict[str, float]]) -> None:
+def show_table(stats: dict[str, dict[str, float]]) -> None:
     headers = ["operation", "n", "median ms", "p95 ms", "mean ms", "min ms", "max ms"]
     keys = ["n", "median_ms", "p95_ms", "mean_ms", "min_ms", "max_ms"]
     rows = [[name, *(f"{s[key]:.0f}" if key == "n" else f"{s[key]:.1f}" for key in keys)]
             for name, s in stats.items()]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        pairs = enumerate(zip(cells, widths, strict=True))
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
-
-    print(line(headers))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
+    print_table(headers, rows)
 
 
 def measure(pipeline: RagPipeline, questions: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -215,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
               f"in {ingest['seconds']:.2f} s = {ingest['chunks_per_s']:.1f} chunks/s (model already loaded)")
     print(f"ask abstained on {result['abstained']} of {result['stats']['ask']['n']} timed calls")
     print()
-    print_table(result["stats"])
+    show_table(result["stats"])
     if scratch is not None and args.keep:
         print(f"\nkept the index at {index_dir}")
 
