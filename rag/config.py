@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in weighted fusion.")
     generator: str = Field("extractive", description="Default answer generator.")
     answer_passages: int = Field(5, ge=1, le=50, description="Passages a generator reads.")
-    max_answer_sentences: int = Field(3, ge=1, le=20)
+    max_answer_sentences: int = Field(
+        3, ge=1, le=20,
+        description="Sentences in an extractive answer; the best one and a sentence it leans on always stay together.",
+    )
     min_support: float = Field(
         0.45, ge=0.0, le=1.0, description="Below this sentence score the extractive generator abstains."
     )

@@ -46,6 +46,15 @@ def test_mission_question_names_every_lender_with_exact_citations(seed_pipeline:
     assert all(f"[{c.n}]" in answer.answer for c in answer.citations)
 
 
+def test_a_one_sentence_answer_keeps_the_sentence_the_list_leans_on(
+    make_pipeline: Callable[..., RagPipeline], seed_index: Path
+) -> None:
+    pipeline = make_pipeline(index_dir=seed_index, max_answer_sentences=1)
+    answer = pipeline.ask(MISSION_QUESTION)
+    assert answer.answer and all(lender in answer.answer for lender in LENDERS)
+    assert [c.quote.split()[:3] for c in answer.citations] == [["Only", "happens", "to"], ["Some", "of", "them"]]
+
+
 @pytest.mark.parametrize(
     ("question", "fact"),
     [

@@ -20,7 +20,7 @@ import numpy as np
 from rag.generators.base import BaseGenerator, GeneratorContext, abstain, cite
 from rag.lexical import tokenize
 from rag.sentences import split_sentences
-from rag.types import Citation, GeneratedAnswer, Passage
+from rag.types import GeneratedAnswer, Passage
 
 # Stems of words that ask rather than inform; they say nothing about the answer.
 _QUESTION_STEMS = {
@@ -42,10 +42,10 @@ _NEAR_BEST = 0.08  # other sentences within this of the best one join the answer
 @dataclass(frozen=True)
 class _Sentence:
     passage: int  # index into the passages
+    number: int  # position of the sentence within its passage
     start: int  # offsets within the passage text
     end: int
     text: str
-    key: tuple[str, int]  # (doc_id, article offset): overlapping passages share sentences
 
 
 def content_terms(text: str) -> set[str]:
@@ -82,20 +82,20 @@ class ExtractiveGenerator(BaseGenerator):
                 "the corpus does not appear to answer this question: the best matching sentence "
                 f"scores {scores[best]:.2f}, below the support threshold {self.min_support:.2f}"
             )
-        chosen = self._with_context(sentences, best)
+        # The best sentence with the sentences it needs (always kept together), then others nearly as good.
+        group = self._with_context(sentences, best)
+        chosen = list(group)
         for i in np.argsort(-scores, kind="stable"):
             if len(chosen) >= self.max_sentences or scores[i] < max(self.min_support, scores[best] - _NEAR_BEST):
                 break
             if int(i) not in chosen:
                 chosen.append(int(i))
-        citations: list[Citation] = []
-        seen: set[tuple[str, int]] = set()
-        for i in chosen[: self.max_sentences]:
-            s = sentences[i]
-            if s.key in seen:
-                continue
-            seen.add(s.key)
-            citations.append(cite(len(citations) + 1, passages[s.passage], s.start, s.end))
+        # Shown in reading order: the best sentence's group as in the article, then the others.
+        ordered = sorted(i for i in chosen if i in group) + [i for i in chosen if i not in group]
+        citations = [
+            cite(n, passages[sentences[i].passage], sentences[i].start, sentences[i].end)
+            for n, i in enumerate(ordered, start=1)
+        ]
         text = " ".join(f"{c.quote} [{c.n}]" for c in citations)
         return GeneratedAnswer(text, tuple(citations))
 
@@ -123,12 +123,22 @@ class ExtractiveGenerator(BaseGenerator):
 
 def _continues(prev: _Sentence, cur: _Sentence) -> bool:
     """``cur`` directly follows ``prev`` in the same passage and opens with a reference back."""
-    return prev.passage == cur.passage and bool(_ANAPHORIC_START.match(cur.text))
+    return (
+        prev.passage == cur.passage
+        and cur.number == prev.number + 1
+        and bool(_ANAPHORIC_START.match(cur.text))
+    )
 
 
 def _sentences(passages: Sequence[Passage]) -> list[_Sentence]:
+    """Sentences of the passages in order; a sentence that overlapping passages share
+    is kept once, in the passage ranked higher."""
     out: list[_Sentence] = []
+    seen: set[tuple[str, int]] = set()
     for i, passage in enumerate(passages):
-        for start, end in split_sentences(passage.text):
-            out.append(_Sentence(i, start, end, passage.text[start:end], (passage.doc_id, passage.start + start)))
+        for number, (start, end) in enumerate(split_sentences(passage.text)):
+            key = (passage.doc_id, passage.start + start)
+            if key not in seen:
+                seen.add(key)
+                out.append(_Sentence(i, number, start, end, passage.text[start:end]))
     return out
