@@ -120,7 +120,21 @@ class Embedder:
         return [len(ids) for ids in encoded["input_ids"]]
 
     def embed_passages(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        return self._encode(texts, progress)
+        """Vectors of ``texts`` in order; with ``progress``, a bar counting passages on stderr."""
+        if not progress or not texts:
+            return self._encode(texts, False)
+        from tqdm import tqdm
+
+        # Longest first across the whole input, so each batch pads to similar lengths.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        block = self.batch_size * 8
+        with tqdm(total=len(texts), desc="Embedding", unit="passage", dynamic_ncols=True) as bar:
+            for begin in range(0, len(order), block):
+                rows = order[begin:begin + block]
+                out[rows] = self._encode([texts[i] for i in rows], False)
+                bar.update(len(rows))
+        return out
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._encode([text], False)[0]

@@ -34,3 +34,10 @@ def test_bf16_setting_gives_nearly_the_same_vectors(embedder: Embedder) -> None:
 def test_token_counts_exclude_special_tokens(embedder: Embedder) -> None:
     assert embedder.count_tokens(["hello world"]) == [2]
     assert embedder.count_tokens([]) == []
+
+
+def test_embedding_with_progress_keeps_the_input_order(embedder: Embedder) -> None:
+    texts = [f"Article {i} says {'very ' * (i % 7)}much about harbours." for i in range(70)]
+    small_batches = Embedder(batch_size=4)  # blocks of 32: the 70 texts span three of them
+    with_bar = small_batches.embed_passages(texts, progress=True)
+    np.testing.assert_allclose(with_bar, embedder.embed_passages(texts), atol=1e-5)
