@@ -120,8 +120,8 @@ def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebui
         click.echo(
             f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
             f"{len(report.problems)} skipped; {report.chunks_embedded} chunks embedded in "
-            f"{report.seconds:.1f}s. Index {settings.index_dir}: {report.documents} documents, "
-            f"{report.chunks} chunks."
+            f"{report.seconds:.1f}s. The index in {settings.index_dir}/ holds {report.documents} "
+            f"document{'s' if report.documents != 1 else ''} in {report.chunks} chunks."
         )
     if not report.added and not report.updated and not report.unchanged:
         click.echo("error: no articles could be read from the given paths", err=True)
