@@ -18,7 +18,7 @@ from rag.corpus import ReadProblem, read_articles
 from rag.embedding import Embedder
 from rag.errors import ConfigError, DocumentNotFoundError, InvalidRequestError
 from rag.generators.base import Generator, GeneratorContext
-from rag.generators.registry import available_generators, load_generator
+from rag.generators.registry import load_generator
 from rag.retrieval import RetrievalParams
 from rag.retrieval import search as retrieve
 from rag.store import IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash
@@ -104,10 +104,6 @@ class RagPipeline:
             self._generators[name] = load_generator(name, context)
         return self._generators[name]
 
-    @staticmethod
-    def generator_names() -> list[str]:
-        return list(available_generators())
-
     def warm_up(self) -> None:
         """Load the model (and the index, if there is one) now rather than on the first request."""
         self.embedder.embed_query("warm up")
@@ -129,19 +125,21 @@ class RagPipeline:
         afresh from ``paths`` alone. Nothing is committed if nothing changed."""
         started = time.perf_counter()
         report = IngestReport()
+        spec = self.spec  # settings the model cannot honour fail here, before any work
         previous = None if rebuild or not self.store.exists() else self.snapshot()
+
+        def skip(problem: ReadProblem) -> None:
+            report.problems.append(problem)
+            if on_problem:
+                on_problem(problem)
+
         incoming: dict[str, StoredDocument] = {}
         for item in read_articles(paths):
             if isinstance(item, ReadProblem):
-                report.problems.append(item)
-                if on_problem:
-                    on_problem(item)
+                skip(item)
                 continue
             if item.id in incoming:
-                problem = ReadProblem(item.origin or item.id, f"duplicate document id {item.id!r}; the later one wins")
-                report.problems.append(problem)
-                if on_problem:
-                    on_problem(problem)
+                skip(ReadProblem(item.origin or item.id, f"duplicate document id {item.id!r}; the later one wins"))
             incoming[item.id] = StoredDocument(item, content_hash(item))
 
         old_docs = previous.documents if previous else {}
@@ -177,8 +175,7 @@ class RagPipeline:
                     vector_parts.append(previous.document_vectors(doc_id))
         chunks.extend(new_chunks)
         vector_parts.append(new_vectors)
-        vectors = np.concatenate(vector_parts) if vector_parts else new_vectors
-        report.generation = self.store.commit(self.spec, documents.values(), chunks, vectors)
+        report.generation = self.store.commit(spec, documents.values(), chunks, np.concatenate(vector_parts))
         report.documents, report.chunks = len(documents), len(chunks)
         self._snapshot = None
         report.seconds = time.perf_counter() - started

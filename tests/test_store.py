@@ -168,3 +168,20 @@ def test_rebuild_starts_afresh(tmp_path: Path, make_pipeline: Callable[..., RagP
     manifest = json.loads((pipeline.store.root / str(pipeline.store.current_generation()) / "manifest.json")
                           .read_text(encoding="utf-8"))
     assert manifest["counts"]["documents"] == 1
+
+
+def test_duplicate_ids_in_one_batch_are_reported_and_the_later_wins(
+    tmp_path: Path, make_pipeline: Callable[..., RagPipeline]
+) -> None:
+    feed = tmp_path / "feed.jsonl"
+    feed.write_text(
+        '{"id": "same", "title": "First", "text": "The first version of the story."}\n'
+        '{"id": "same", "title": "Second", "text": "The corrected version of the story."}\n',
+        encoding="utf-8",
+    )
+    pipeline = make_pipeline()
+    report = pipeline.ingest([feed])
+    assert report.added == ["same"]
+    assert [p.message for p in report.problems] == ["duplicate document id 'same'; the later one wins"]
+    assert report.problems[0].where == f"{feed}:2"
+    assert pipeline.document("same").text == "The corrected version of the story."
