@@ -116,7 +116,7 @@ def test_ingest_builds_an_index(first_ingest: Run, index_dir: Path) -> None:
     assert first_ingest.returncode == 0, first_ingest.stderr
     assert "Traceback" not in first_ingest.stderr
     assert first_ingest.stdout.startswith("1 added, 0 updated, 0 unchanged, 0 skipped;"), first_ingest.stdout
-    assert "1 documents" in first_ingest.stdout
+    assert "holds 1 document in 3 chunks" in first_ingest.stdout
     assert (index_dir / "CURRENT").read_text().strip() == "gen-000001"
     assert (index_dir / "gen-000001" / "manifest.json").is_file()
 
