@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         description="Sentences in an extractive answer; the best one and a sentence it leans on always stay together.",
     )
     min_support: float = Field(
-        0.45, ge=0.0, le=1.0, description="Below this sentence score the extractive generator abstains."
+        0.40, ge=0.0, le=1.0, description="Below this sentence score the extractive generator abstains."
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

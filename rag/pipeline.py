@@ -225,6 +225,7 @@ class RagPipeline:
     def _prepare(
         self, question: str, k: int | None, generator: str | None, filters: SearchFilters | None
     ) -> tuple[Generator, list[Passage]]:
+        self._check_text(question, "question")
         gen = self.generator(generator)  # fail on an unknown name before any work
         return gen, self.search(question, k, filters)
 

@@ -31,7 +31,7 @@ def ask(body: AskRequest, pipeline: Pipeline) -> dict[str, object]:
 @router.get("/search", response_model=SearchResponse)
 def search(
     pipeline: Pipeline,
-    q: Annotated[str, Query(min_length=1, max_length=2000, description="The query.")],
+    q: Annotated[str, Query(min_length=1, description="The query (at most RAG_MAX_QUESTION_CHARS characters).")],
     k: Annotated[int | None, Query(ge=1, le=100)] = None,
     source: Annotated[list[str] | None, Query(description="Keep only these sources.")] = None,
     published_after: Annotated[str | None, Query()] = None,

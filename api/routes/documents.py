@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from api.deps import get_pipeline
-from api.schemas import DocumentOut, DocumentPage, ErrorOut
+from api.schemas import DocumentOut, DocumentPage, DocumentSummary, ErrorOut
 from rag.pipeline import RagPipeline
 
 router = APIRouter(tags=["documents"])
@@ -22,7 +22,7 @@ def list_documents(
 ) -> dict[str, object]:
     """A page of the stored articles (without their text), in id order."""
     total, page = pipeline.documents(offset, limit)
-    docs = [{k: v for k, v in a.to_dict().items() if k in DocumentSummaryFields} for a in page]
+    docs = [{k: v for k, v in a.to_dict().items() if k in DocumentSummary.model_fields} for a in page]
     return {"total": total, "offset": offset, "limit": limit, "documents": docs}
 
 
@@ -30,6 +30,3 @@ def list_documents(
 def get_document(doc_id: str, pipeline: Pipeline) -> dict[str, object]:
     """One article's cleaned text, the text that citations' offsets point into."""
     return pipeline.document(doc_id).to_dict()
-
-
-DocumentSummaryFields = {"id", "title", "url", "published_at", "source"}

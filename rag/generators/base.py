@@ -23,7 +23,7 @@ class GeneratorContext:
 
     embedder: Embedder
     max_answer_sentences: int = 3
-    min_support: float = 0.45
+    min_support: float = 0.40
 
 
 @runtime_checkable
