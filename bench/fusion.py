@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import REPO_ROOT, build_index, print_table, resolve_from_repo
+from _common import REPO_ROOT, build_index, print_table, resolve_from_repo, write_json
 
 from rag.config import Settings
 from rag.pipeline import RagPipeline
@@ -219,9 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         payload = {"config": config, "ingest": ingest, "results": [asdict(r) for r in results]}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.json}")
+        write_json(args.json, payload)
     return 0
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import print_table, resolve_from_repo
+from _common import print_table, resolve_from_repo, write_json
 
 from rag.config import Settings
 from rag.pipeline import RagPipeline
@@ -213,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = {"config": config, "model_load_s": round(model_load_s, 3),
                    "index_load_s": round(load_index_s, 3), "ingest": ingest, "questions": questions, **result}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.json}")
+        write_json(args.json, payload)
     return 0
 
 
