@@ -34,6 +34,7 @@ serve: index
 bench: setup
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/fusion.py
+	$(BIN)/python bench/answers.py
 
 lint: setup
 	$(BIN)/ruff check rag api tests bench
