@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from rag.store import IndexSnapshot, faiss_id
+from rag.store import IndexSnapshot
 from rag.types import Passage, SearchFilters
 
 Fusion = Literal["rrf", "weighted", "dense", "bm25"]
@@ -59,7 +59,7 @@ def dense_search(
         return []
     params = None
     if mask is not None:
-        ids = np.fromiter((faiss_id(snapshot.chunks[r].id) for r in np.flatnonzero(mask)), dtype=np.int64)
+        ids = snapshot.faiss_ids[mask]
         if len(ids) == 0:
             return []
         params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))  # type: ignore[call-arg]

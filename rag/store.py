@@ -104,7 +104,8 @@ class IndexSnapshot:
         self.chunks = chunks
         self.vectors = vectors  # faiss.IndexIDMap2
         self.lexical = lexical
-        self.row_by_faiss_id = {faiss_id(c.id): row for row, c in enumerate(chunks)}
+        self.faiss_ids = np.fromiter((faiss_id(c.id) for c in chunks), dtype=np.int64, count=len(chunks))
+        self.row_by_faiss_id = {int(fid): row for row, fid in enumerate(self.faiss_ids)}
         self.rows_by_doc: dict[str, list[int]] = {}
         for row, c in enumerate(chunks):
             self.rows_by_doc.setdefault(c.doc_id, []).append(row)
@@ -115,7 +116,7 @@ class IndexSnapshot:
         dim = int(self.manifest["model"]["dimension"])
         if not rows:
             return np.zeros((0, dim), dtype=np.float32)
-        return np.stack([self.vectors.reconstruct(faiss_id(self.chunks[r].id)) for r in rows])
+        return np.stack([self.vectors.reconstruct(int(self.faiss_ids[r])) for r in rows])
 
 
 class IndexStore:
