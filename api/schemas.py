@@ -75,21 +75,16 @@ class SearchResponse(BaseModel):
     results: list[PassageOut]
 
 
-class DocumentOut(BaseModel):
-    id: str
-    title: str
-    url: str | None
-    published_at: str | None
-    source: str | None
-    text: str
-
-
 class DocumentSummary(BaseModel):
     id: str
     title: str
     url: str | None
     published_at: str | None
     source: str | None
+
+
+class DocumentOut(DocumentSummary):
+    text: str = Field(description="The cleaned article text that citation offsets point into.")
 
 
 class DocumentPage(BaseModel):
