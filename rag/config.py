@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,26 @@ class Settings(BaseSettings):
     min_support: float = Field(
         0.40, ge=0.0, le=1.0, description="Below this sentence score the extractive generator abstains."
     )
+    min_claim_support: float = Field(
+        0.55, ge=0.0, le=1.0,
+        description="An LLM answer sentence is supported when a passage sentence scores at least this against it.",
+    )
+    unsupported_sentences: Literal["drop", "flag"] = Field(
+        "drop", description="What happens to LLM answer sentences the passages do not support."
+    )
+    local_model: Path | None = Field(
+        None, description="GGUF file for the local generator; default: the packaged SmolLM2-135M-Instruct."
+    )
+    llm_threads: int | None = Field(None, ge=1, le=512, description="CPU threads for the local LLM; default: all.")
+    llm_context: int = Field(4096, ge=512, le=131072, description="Context window of the local LLM, in tokens.")
+    llm_max_tokens: int = Field(256, ge=1, le=8192, description="Most tokens an LLM may write per answer.")
+    llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8080/v1", description="Base URL of the OpenAI-compatible server (ends in /v1)."
+    )
+    openai_model: str = Field("default", min_length=1, description="Model name sent to that server.")
+    openai_api_key: SecretStr = Field(SecretStr("none"), description="API key for that server, if it needs one.")
+    openai_timeout: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for that server.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_question_chars: int = Field(2000, ge=1)

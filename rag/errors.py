@@ -11,6 +11,8 @@ message fit to show as is. The edges translate them in one place each:
     ├── CorpusError            an input file or record that cannot be read           422
     ├── DocumentNotFoundError  an unknown document id                                404
     ├── UnknownGeneratorError  a generator name that no plugin provides              422
+    ├── GeneratorUnavailableError  the LLM (server or model file) cannot be reached  503
+    ├── GeneratorFailedError   the LLM answered with an error or garbage             502
     ├── IndexNotFoundError     no index has been built at the configured place       503
     ├── IndexMismatchError     the index was built with other model/chunk settings   409
     └── IndexCorruptError      index files that are missing or inconsistent          500
@@ -43,6 +45,14 @@ class DocumentNotFoundError(RagError):
 
 class UnknownGeneratorError(RagError):
     http_status = 422
+
+
+class GeneratorUnavailableError(RagError):
+    http_status = 503
+
+
+class GeneratorFailedError(RagError):
+    http_status = 502
 
 
 class IndexNotFoundError(RagError):

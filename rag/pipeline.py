@@ -100,6 +100,7 @@ class RagPipeline:
                 embedder=self.embedder,
                 max_answer_sentences=self.settings.max_answer_sentences,
                 min_support=self.settings.min_support,
+                settings=self.settings,
             )
             self._generators[name] = load_generator(name, context)
         return self._generators[name]
@@ -212,15 +213,24 @@ class RagPipeline:
         generator: str | None = None,
         filters: SearchFilters | None = None,
     ) -> Iterator[str | Answer]:
-        """Yield answer text pieces as the generator produces them, then the full Answer."""
+        """Answer text pieces as the generator produces them, then the full Answer.
+
+        The question, the generator name and the index are checked, and the
+        passages retrieved, before this returns: a bad request raises here, not
+        halfway through a stream. An LLM's pieces are its raw words; the final
+        Answer carries the checked text and citations, which may differ."""
         started = time.perf_counter()
         gen, passages = self._prepare(question, k, generator, filters)
         retrieved = time.perf_counter()
-        for piece in gen.stream(question.strip(), passages[: self.settings.answer_passages]):
-            if isinstance(piece, GeneratedAnswer):
-                yield self._answer(question, gen, passages, piece, started, retrieved)
-            else:
-                yield piece
+
+        def pieces() -> Iterator[str | Answer]:
+            for piece in gen.stream(question.strip(), passages[: self.settings.answer_passages]):
+                if isinstance(piece, GeneratedAnswer):
+                    yield self._answer(question, gen, passages, piece, started, retrieved)
+                else:
+                    yield piece
+
+        return pieces()
 
     def _prepare(
         self, question: str, k: int | None, generator: str | None, filters: SearchFilters | None
@@ -241,6 +251,7 @@ class RagPipeline:
             citations=result.citations,
             passages=tuple(passages),
             generator=gen.name,
+            check=result.check,
             timings_ms={
                 "retrieve": round((retrieved - started) * 1000, 2),
                 "generate": round((done - retrieved) * 1000, 2),

@@ -60,7 +60,12 @@ class Passage:
 
 @dataclass(frozen=True)
 class Citation:
-    """One cited span: ``quote`` is exactly ``article.text[start:end]``."""
+    """One cited span: ``quote`` is exactly ``article.text[start:end]``.
+
+    ``support`` (in [0, 1]) says how well the span supports the answer sentence
+    that cites it; a verbatim quote supports itself fully. ``supported`` is
+    whether that reaches the threshold: a citation with ``supported=False`` is the
+    closest span found for a sentence the sources do not back."""
 
     n: int
     doc_id: str
@@ -70,6 +75,8 @@ class Citation:
     end: int
     url: str | None = None
     published_at: str | None = None
+    support: float = 1.0
+    supported: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         # The API's field order, so that `rag ask --json` prints the same object.
@@ -82,7 +89,25 @@ class Citation:
             "quote": self.quote,
             "start": self.start,
             "end": self.end,
+            "support": round(self.support, 4),
+            "supported": self.supported,
         }
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    """How a generated answer's sentences fared against the passages.
+
+    ``markers_corrected`` counts the model's ``[n]`` markers that pointed at a
+    passage that does not exist or does not support the sentence, and were replaced."""
+
+    sentences: int
+    supported: int
+    dropped: int = 0
+    markers_corrected: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,7 @@ class GeneratedAnswer:
     answer: str | None
     citations: tuple[Citation, ...] = ()
     reason: str | None = None
+    check: AnswerCheck | None = None
 
     @property
     def abstained(self) -> bool:
@@ -121,6 +147,7 @@ class Answer:
     passages: tuple[Passage, ...]
     generator: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    check: AnswerCheck | None = None
 
     @property
     def abstained(self) -> bool:
@@ -136,4 +163,5 @@ class Answer:
             "passages": [p.to_dict() for p in self.passages],
             "generator": self.generator,
             "timings_ms": dict(self.timings_ms),
+            "check": self.check.to_dict() if self.check else None,
         }

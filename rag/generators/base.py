@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from rag.config import Settings
 from rag.embedding import Embedder
 from rag.types import Citation, GeneratedAnswer, Passage
 
@@ -24,6 +25,7 @@ class GeneratorContext:
     embedder: Embedder
     max_answer_sentences: int = 3
     min_support: float = 0.40
+    settings: Settings | None = None  # everything else; LLM generators need it
 
 
 @runtime_checkable

@@ -12,22 +12,14 @@ generator abstains: an honest "not in the corpus" beats a confident guess.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from rag.generators.base import BaseGenerator, GeneratorContext, abstain, cite
-from rag.lexical import tokenize
-from rag.sentences import split_sentences
+from rag.support import SourceSentence, passage_sentences, support_matrix
 from rag.types import GeneratedAnswer, Passage
 
-# Stems of words that ask rather than inform; they say nothing about the answer.
-_QUESTION_STEMS = {
-    "which", "what", "who", "whom", "whose", "when", "where", "why", "how", "much", "mani",
-    "name", "tell", "accord", "articl", "report", "news", "mention", "say", "said",
-    "describ", "explain", "list", "give", "kind", "type", "happen", "doe", "did", "do",
-}
 # A sentence opening with one of these leans on the sentence before it.
 _ANAPHORIC_START = re.compile(
     r"^(?:some|many|most|all|few|several|each|both|none|one|two|three)\s+of\s+(?:them|these|those)\b"
@@ -35,21 +27,7 @@ _ANAPHORIC_START = re.compile(
     r"the\s+former|also|however|but)\b",
     re.IGNORECASE,
 )
-_SEMANTIC_WEIGHT = 0.65
 _NEAR_BEST = 0.08  # other sentences within this of the best one join the answer
-
-
-@dataclass(frozen=True)
-class _Sentence:
-    passage: int  # index into the passages
-    number: int  # position of the sentence within its passage
-    start: int  # offsets within the passage text
-    end: int
-    text: str
-
-
-def content_terms(text: str) -> set[str]:
-    return set(tokenize([text])[0]) - _QUESTION_STEMS if text.strip() else set()
 
 
 class ExtractiveGenerator(BaseGenerator):
@@ -60,9 +38,9 @@ class ExtractiveGenerator(BaseGenerator):
         self.max_sentences = context.max_answer_sentences
         self.min_support = context.min_support
 
-    def rank_sentences(self, question: str, passages: Sequence[Passage]) -> tuple[list[_Sentence], np.ndarray]:
+    def rank_sentences(self, question: str, passages: Sequence[Passage]) -> tuple[list[SourceSentence], np.ndarray]:
         """The passages' sentences and the support each gives the question, in [0, 1]."""
-        sentences = _sentences(passages)
+        sentences = passage_sentences(passages)
         if not sentences:
             return sentences, np.zeros(0)
         scores = self.score(question, [s.text for s in sentences])
@@ -99,19 +77,19 @@ class ExtractiveGenerator(BaseGenerator):
         text = " ".join(f"{c.quote} [{c.n}]" for c in citations)
         return GeneratedAnswer(text, tuple(citations))
 
+    def stream(self, question: str, passages: Sequence[Passage]) -> Iterator[str | GeneratedAnswer]:
+        """The answer's sentences one at a time, each with its marker, then the answer."""
+        answer = self.generate(question, passages)
+        for i, c in enumerate(answer.citations):
+            yield f"{' ' if i else ''}{c.quote} [{c.n}]"
+        yield answer
+
     def score(self, question: str, texts: Sequence[str]) -> np.ndarray:
-        """Support of each text for the question, in [0, 1]: embedding similarity
-        mixed with the share of the question's content words the text contains."""
-        vectors = self.embedder.embed_sentences([question, *texts])
-        semantic = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0)
-        terms = content_terms(question)
-        if not terms:
-            return semantic
-        coverage = np.array([len(terms & content_terms(t)) / len(terms) for t in texts])
-        return _SEMANTIC_WEIGHT * semantic + (1 - _SEMANTIC_WEIGHT) * coverage
+        """Support of each text for the question, in [0, 1] (see :mod:`rag.support`)."""
+        return support_matrix(self.embedder, [question], texts)[0]
 
     @staticmethod
-    def _with_context(sentences: Sequence[_Sentence], best: int) -> list[int]:
+    def _with_context(sentences: Sequence[SourceSentence], best: int) -> list[int]:
         """The best sentence, preceded by the sentence it leans on and followed by one leaning on it."""
         chosen = [best]
         if best > 0 and _continues(sentences[best - 1], sentences[best]):
@@ -121,24 +99,10 @@ class ExtractiveGenerator(BaseGenerator):
         return chosen
 
 
-def _continues(prev: _Sentence, cur: _Sentence) -> bool:
+def _continues(prev: SourceSentence, cur: SourceSentence) -> bool:
     """``cur`` directly follows ``prev`` in the same passage and opens with a reference back."""
     return (
         prev.passage == cur.passage
         and cur.number == prev.number + 1
         and bool(_ANAPHORIC_START.match(cur.text))
     )
-
-
-def _sentences(passages: Sequence[Passage]) -> list[_Sentence]:
-    """Sentences of the passages in order; a sentence that overlapping passages share
-    is kept once, in the passage ranked higher."""
-    out: list[_Sentence] = []
-    seen: set[tuple[str, int]] = set()
-    for i, passage in enumerate(passages):
-        for number, (start, end) in enumerate(split_sentences(passage.text)):
-            key = (passage.doc_id, passage.start + start)
-            if key not in seen:
-                seen.add(key)
-                out.append(_Sentence(i, number, start, end, passage.text[start:end]))
-    return out

@@ -1,0 +1,83 @@
+"""How well a piece of text is supported by a sentence of the retrieved passages.
+
+Support mixes two signals, both in [0, 1]: the cosine similarity of the two
+texts' embeddings, and the share of the first text's content words (stemmed,
+stop words and question words removed) that the sentence contains. The
+extractive generator scores sentences against the question with it; the
+citation checker scores sentences against each sentence of an LLM's answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.embedding import Embedder
+from rag.lexical import tokenize
+from rag.sentences import split_sentences
+from rag.types import Passage
+
+# Stems of words that ask rather than inform; they say nothing about the answer.
+_QUESTION_STEMS = {
+    "which", "what", "who", "whom", "whose", "when", "where", "why", "how", "much", "mani",
+    "name", "tell", "accord", "articl", "report", "news", "mention", "say", "said",
+    "describ", "explain", "list", "give", "kind", "type", "happen", "doe", "did", "do",
+}
+SEMANTIC_WEIGHT = 0.65
+
+
+@dataclass(frozen=True)
+class SourceSentence:
+    """A sentence of a retrieved passage; offsets are within the passage text."""
+
+    passage: int  # index into the passages
+    number: int  # position of the sentence within its passage
+    start: int
+    end: int
+    text: str
+
+
+def content_terms(text: str) -> set[str]:
+    return set(tokenize([text])[0]) - _QUESTION_STEMS if text.strip() else set()
+
+
+def passage_sentences(passages: Sequence[Passage]) -> list[SourceSentence]:
+    """Sentences of the passages in order; a sentence that overlapping passages share
+    is kept once, in the passage ranked higher."""
+    out: list[SourceSentence] = []
+    seen: set[tuple[str, int]] = set()
+    for i, passage in enumerate(passages):
+        for number, (start, end) in enumerate(split_sentences(passage.text)):
+            key = (passage.doc_id, passage.start + start)
+            if key not in seen:
+                seen.add(key)
+                out.append(SourceSentence(i, number, start, end, passage.text[start:end]))
+    return out
+
+
+def support_matrix(
+    embedder: Embedder, texts: Sequence[str], sources: Sequence[str], source_vectors: np.ndarray | None = None
+) -> np.ndarray:
+    """``scores[i, j]``: how well ``sources[j]`` supports ``texts[i]``, in [0, 1].
+
+    Pass ``source_vectors`` (normalised embeddings of ``sources``) to reuse them."""
+    if not texts or not sources:
+        return np.zeros((len(texts), len(sources)))
+    if source_vectors is None:
+        vectors = embedder.embed_sentences([*texts, *sources])
+        text_vectors, source_vectors = vectors[: len(texts)], vectors[len(texts):]
+    else:
+        text_vectors = embedder.embed_sentences(list(texts))
+    semantic = np.clip(text_vectors @ source_vectors.T, 0.0, 1.0)
+    source_terms = [content_terms(s) for s in sources]
+    scores = np.empty_like(semantic)
+    for i, text in enumerate(texts):
+        terms = content_terms(text)
+        if not terms:
+            scores[i] = semantic[i]
+            continue
+        coverage = np.array([len(terms & st) / len(terms) for st in source_terms])
+        scores[i] = SEMANTIC_WEIGHT * semantic[i] + (1 - SEMANTIC_WEIGHT) * coverage
+    return scores
