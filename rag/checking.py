@@ -39,6 +39,11 @@ _REFUSAL = re.compile(
     r"|i (?:do not|don't) know|unable to (?:answer|find|determine)",
     re.IGNORECASE,
 )
+# A name or a number: a capitalised word or a figure.
+_NAME = re.compile(r"^[\"'“‘(]?(?:[A-Z][\w'’.-]*|\d[\d,.%]*)")
+# A claim restates its source, so its words weigh as much as its meaning (a question, in
+# the extractive generator, shares fewer words with its answer).
+_CLAIM_SEMANTIC_WEIGHT = 0.5
 # A marker is kept when its passage's best span is this close to the best span overall.
 _MARKER_TOLERANCE = 0.05
 
@@ -63,8 +68,8 @@ def parse_answer(raw: str) -> list[AnswerSentence]:
     """Split a model's answer into sentences and the ``[n]`` markers each carries.
 
     Markers written after a sentence's full stop ("... rose. [2] Then ...") belong
-    to that sentence, not the next one. Sentences with no content words (a bare
-    "Answer:" or "Sure!") are left out."""
+    to that sentence, not the next one. Sentences with no content words (a line
+    of markers alone, "It is.") are left out."""
     out: list[AnswerSentence] = []
     for start, end in split_sentences(raw):
         piece = raw[start:end]
@@ -112,7 +117,8 @@ def check_answer(
     spans = _candidate_spans(passage_sentences(passages))
     if not spans:
         return abstain("no passages were retrieved, so the corpus holds no answer")
-    scores = support_matrix(embedder, [c.text for c in claims], [s.text for s in spans])
+    scores = support_matrix(embedder, [c.text for c in claims], [s.text for s in spans], _CLAIM_SEMANTIC_WEIGHT)
+    scores *= _names_found(claims, spans)
 
     citations: dict[tuple[int, int, int, bool], Citation] = {}
     parts: list[str] = []
@@ -143,6 +149,22 @@ def check_answer(
             check,
         )
     return GeneratedAnswer(" ".join(parts), tuple(citations.values()), None, check)
+
+
+def _names_found(claims: Sequence[AnswerSentence], spans: Sequence[_Span]) -> np.ndarray:
+    """``found[i, j]``: the squared share of the names and numbers in claim ``i`` that
+    span ``j`` contains (1 when the claim has none). Similar wording with a different name in
+    it ("Some of them were Movistar, ...") must not pass as support."""
+    span_terms = [content_terms(s.text) for s in spans]
+    found = np.ones((len(claims), len(spans)))
+    for i, claim in enumerate(claims):
+        words = claim.text.split()
+        names = " ".join(w for w in words if _NAME.match(w))  # a capitalised stop word drops out below
+        terms = content_terms(names) if names else set()
+        if terms:
+            # squared: one wrong name in three must sink the score, not trim a third off it
+            found[i] = [(len(terms & st) / len(terms)) ** 2 for st in span_terms]
+    return found
 
 
 def _candidate_spans(sentences: Sequence[SourceSentence]) -> list[_Span]:

@@ -133,19 +133,40 @@ def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebui
 @_index_option
 @_k_option
 @click.option("--generator", "-g", default=None, help="Answer generator (see `rag generators`).")
+@click.option("--local-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="GGUF file for the local generator (default: RAG_LOCAL_MODEL or the packaged model).")
+@click.option("--stream/--no-stream", default=True, show_default=True,
+              help="Print the answer as it is written (ignored with --json).")
 @_filter_options
 @_json_option
-def ask(question: str, index_dir: Path | None, k: int | None, generator: str | None,
-        sources: tuple[str, ...], published_after: str | None, published_before: str | None,
+def ask(question: str, index_dir: Path | None, k: int | None, generator: str | None, local_model: Path | None,
+        stream: bool, sources: tuple[str, ...], published_after: str | None, published_before: str | None,
         as_json: bool) -> None:
-    """Answer QUESTION from the index, citing the exact spans the answer rests on."""
-    pipeline = _pipeline(_settings(index_dir))
-    answer = pipeline.ask(question, k=k, generator=generator,
-                          filters=_filters(sources, published_after, published_before))
-    if as_json:
-        _print_json(answer.to_dict())
-    else:
-        click.echo(format_answer(answer))
+    """Answer QUESTION from the index, citing the exact spans the answer rests on.
+
+    An LLM's words are printed as they come; its answer is then checked against
+    the passages, and the checked answer and its citations are printed below."""
+    pipeline = _pipeline(_settings(index_dir, local_model=local_model))
+    filters = _filters(sources, published_after, published_before)
+    if as_json or not stream:
+        answer = pipeline.ask(question, k=k, generator=generator, filters=filters)
+        if as_json:
+            _print_json(answer.to_dict())
+        else:
+            click.echo(format_answer(answer))
+        return
+    pieces = pipeline.ask_stream(question, k=k, generator=generator, filters=filters)
+    click.echo(f"Q: {question.strip()}\n")
+    streamed: list[str] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            streamed.append(piece)
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+        else:
+            if streamed:
+                click.echo("\n")
+            click.echo(format_answer(piece, streamed="".join(streamed)))
 
 
 @cli.command()
@@ -193,21 +214,36 @@ def generators(as_json: bool) -> None:
             click.echo(f"{name:12} {ep.value}")
 
 
-def format_answer(answer: Answer) -> str:
-    """The human-readable form of an answer: the text, then each citation."""
+def format_answer(answer: Answer, streamed: str | None = None) -> str:
+    """The human-readable form of an answer: the text, then each citation.
+
+    ``streamed`` is text already printed while the answer was written: the
+    question and the answer are not repeated, and a checked answer that differs
+    from what was streamed is printed under its own heading."""
     wrap = textwrap.TextWrapper(width=100)
-    lines = [f"Q: {answer.question}", ""]
+    lines = [] if streamed is not None else [f"Q: {answer.question}", ""]
+    check = answer.check
     if answer.abstained:
         lines.append("No answer: " + (answer.reason or "the corpus does not hold one."))
         return "\n".join(lines)
-    lines += wrap.wrap(answer.answer or "")
-    lines += ["", "Citations:"]
+    if streamed is None or streamed.strip() != (answer.answer or "").strip():
+        if streamed is not None:
+            heading = "Checked answer"
+            if check is not None:
+                heading += f" ({check.supported} of {check.sentences} sentences supported by the sources"
+                heading += f", {check.dropped} dropped)" if check.dropped else ")"
+            lines += [heading + ":"]
+        lines += wrap.wrap(answer.answer or "")
+        lines.append("")
+    lines.append("Citations:")
     quote_wrap = textwrap.TextWrapper(width=100, initial_indent="      “", subsequent_indent="       ")
     for c in answer.citations:
         lines.append(f"  [{c.n}] {c.title}")
         where = f"      {c.doc_id}, characters {c.start}-{c.end}"
         if c.published_at:
             where += f", published {c.published_at}"
+        if not c.supported:
+            where += f"; NOT SUPPORTED (support {c.support:.2f})"
         lines.append(where)
         lines += quote_wrap.wrap(c.quote + "”")
     return "\n".join(lines)

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         0.40, ge=0.0, le=1.0, description="Below this sentence score the extractive generator abstains."
     )
     min_claim_support: float = Field(
-        0.55, ge=0.0, le=1.0,
+        0.65, ge=0.0, le=1.0,
         description="An LLM answer sentence is supported when a passage sentence scores at least this against it.",
     )
     unsupported_sentences: Literal["drop", "flag"] = Field(

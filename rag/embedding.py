@@ -120,16 +120,19 @@ class Embedder:
         return [len(ids) for ids in encoded["input_ids"]]
 
     def embed_passages(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        """Vectors of ``texts`` in order; with ``progress``, a bar counting passages on stderr."""
-        if not progress or not texts:
+        """Vectors of ``texts`` in order; with ``progress``, a bar counting passages on stderr.
+
+        Texts are embedded longest first, so each batch pads to similar lengths; the
+        batches are the same with or without the bar, and so are the vectors."""
+        if not texts:
             return self._encode(texts, False)
         from tqdm import tqdm
 
-        # Longest first across the whole input, so each batch pads to similar lengths.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         block = self.batch_size * 8
-        with tqdm(total=len(texts), desc="Embedding", unit="passage", dynamic_ncols=True) as bar:
+        with tqdm(total=len(texts), desc="Embedding", unit="passage", dynamic_ncols=True,
+                  disable=not progress) as bar:
             for begin in range(0, len(order), block):
                 rows = order[begin:begin + block]
                 out[rows] = self._encode([texts[i] for i in rows], False)
@@ -148,8 +151,10 @@ class Embedder:
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
-            normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=progress,
         )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        # Normalised in float32: a bf16 model's own normalisation leaves norms off by 1e-3.
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)

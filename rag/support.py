@@ -58,18 +58,15 @@ def passage_sentences(passages: Sequence[Passage]) -> list[SourceSentence]:
 
 
 def support_matrix(
-    embedder: Embedder, texts: Sequence[str], sources: Sequence[str], source_vectors: np.ndarray | None = None
+    embedder: Embedder, texts: Sequence[str], sources: Sequence[str], semantic_weight: float = SEMANTIC_WEIGHT
 ) -> np.ndarray:
-    """``scores[i, j]``: how well ``sources[j]`` supports ``texts[i]``, in [0, 1].
-
-    Pass ``source_vectors`` (normalised embeddings of ``sources``) to reuse them."""
+    """``scores[i, j]``: how well ``sources[j]`` supports ``texts[i]``, in [0, 1]:
+    ``semantic_weight`` times the cosine similarity plus the rest times the share of
+    the content words of ``texts[i]`` found in ``sources[j]``."""
     if not texts or not sources:
         return np.zeros((len(texts), len(sources)))
-    if source_vectors is None:
-        vectors = embedder.embed_sentences([*texts, *sources])
-        text_vectors, source_vectors = vectors[: len(texts)], vectors[len(texts):]
-    else:
-        text_vectors = embedder.embed_sentences(list(texts))
+    vectors = embedder.embed_sentences([*texts, *sources])
+    text_vectors, source_vectors = vectors[: len(texts)], vectors[len(texts):]
     semantic = np.clip(text_vectors @ source_vectors.T, 0.0, 1.0)
     source_terms = [content_terms(s) for s in sources]
     scores = np.empty_like(semantic)
@@ -79,5 +76,5 @@ def support_matrix(
             scores[i] = semantic[i]
             continue
         coverage = np.array([len(terms & st) / len(terms) for st in source_terms])
-        scores[i] = SEMANTIC_WEIGHT * semantic[i] + (1 - SEMANTIC_WEIGHT) * coverage
+        scores[i] = semantic_weight * semantic[i] + (1 - semantic_weight) * coverage
     return scores

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -268,3 +269,56 @@ def test_invalid_settings_from_the_environment_are_a_clean_error(workdir: Path, 
     result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), env={"RAG_TOP_K": "abc"})
     _assert_clean_error(result, "invalid settings", "top_k")
     assert result.returncode == 2
+
+
+# -- LLM generators ----------------------------------------------------------------------------
+
+
+def test_ask_with_the_local_model_streams_then_prints_checked_citations(
+    workdir: Path, index_dir: Path, first_ingest: Run, seed_text: str
+) -> None:
+    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local",
+                  env={"RAG_LLM_MAX_TOKENS": "96"})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    out = result.stdout
+    assert out.startswith(f"Q: {MISSION_QUESTION}\n\n")
+    if "No answer: " in out:
+        return  # an honest refusal is a valid outcome for a model this small
+    citations = out.partition("\nCitations:\n")[2]
+    blocks = re.findall(r"characters (\d+)-(\d+)\n((?: {6}.*\n?)+)", citations)
+    assert blocks, out
+    for start, end, quote in blocks:  # the printed quote, unwrapped, is the document's text
+        printed = " ".join(quote.split()).removeprefix("“").removesuffix("”")
+        assert printed == " ".join(seed_text[int(start):int(end)].split())
+
+
+def test_ask_json_with_the_local_model_has_checked_exact_citations(
+    workdir: Path, index_dir: Path, first_ingest: Run, seed_text: str
+) -> None:
+    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local", "--json",
+                  env={"RAG_LLM_MAX_TOKENS": "96"})
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["generator"] == "local"
+    assert data["abstained"] or (data["check"]["supported"] >= 1 and data["citations"])
+    for citation in data["citations"]:
+        assert citation["quote"] == seed_text[citation["start"]:citation["end"]]
+        assert citation["supported"] is True
+
+
+def test_ask_with_an_unreachable_llm_server_is_a_clean_error(workdir: Path, index_dir: Path,
+                                                             first_ingest: Run) -> None:
+    from tests.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "openai",
+                  env={"RAG_OPENAI_BASE_URL": url, "RAG_OPENAI_TIMEOUT": "5"})
+    _assert_clean_error(result, "cannot be reached", url)
+
+
+def test_ask_with_a_missing_local_model_is_a_clean_error(workdir: Path, index_dir: Path, first_ingest: Run) -> None:
+    missing = workdir / "no-such-model.gguf"
+    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local",
+                  "--local-model", str(missing))
+    _assert_clean_error(result, str(missing), "does not exist")

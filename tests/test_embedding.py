@@ -40,4 +40,8 @@ def test_embedding_with_progress_keeps_the_input_order(embedder: Embedder) -> No
     texts = [f"Article {i} says {'very ' * (i % 7)}much about harbours." for i in range(70)]
     small_batches = Embedder(batch_size=4)  # blocks of 32: the 70 texts span three of them
     with_bar = small_batches.embed_passages(texts, progress=True)
-    np.testing.assert_allclose(with_bar, embedder.embed_passages(texts), atol=1e-5)
+    np.testing.assert_array_equal(with_bar, small_batches.embed_passages(texts))  # the bar changes nothing
+    # Other batches pad differently, which moves bf16 vectors slightly: each row must still be its text's.
+    similarity = with_bar @ embedder.embed_passages(texts).T
+    assert (similarity.argmax(axis=1) == np.arange(len(texts))).all()
+    assert similarity.diagonal().min() > 0.99
