@@ -10,10 +10,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
-from api.routes import answers, documents, system
+from api.routes import answers, documents, openai_compat, stream, system
+from api.routes.openai_compat import is_openai_path, openai_error
 from rag import __version__
 from rag.config import Settings
 from rag.errors import RagError
@@ -43,22 +46,41 @@ def create_app(settings: Settings | None = None, pipeline: RagPipeline | None = 
     )
     app.state.pipeline = pipeline
     app.include_router(answers.router)
+    app.include_router(stream.router)
     app.include_router(documents.router)
     app.include_router(system.router)
+    app.include_router(openai_compat.router)
+
+    # Errors are {"detail": ...}, except on /v1, where OpenAI clients expect {"error": {...}}.
 
     @app.exception_handler(RagError)
-    async def rag_error(request: Request, exc: RagError) -> JSONResponse:
+    async def rag_error(request: Request, exc: RagError) -> Response:
+        if is_openai_path(request.url.path):
+            return openai_compat.rag_error(exc)
         return JSONResponse(status_code=exc.http_status, content={"detail": str(exc)})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if is_openai_path(request.url.path):
+            return openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if is_openai_path(request.url.path):
+            errors = [(".".join(str(part) for part in e["loc"][1:]), str(e["msg"])) for e in exc.errors()]
+            message = "; ".join(f"{where}: {msg}" if where else msg for where, msg in errors)
+            param = errors[0][0] if errors else ""
+            return openai_error(422, message or "invalid request", param=param or None, code="invalid_request")
         # ASCII-escaped JSON: the echoed input may hold lone surrogates that UTF-8 cannot encode.
         body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True, default=str)
         return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if is_openai_path(request.url.path):
+            return openai_error(500, "internal error; the server log has details")
         return JSONResponse(status_code=500, content={"detail": "internal error; the server log has details"})
 
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,6 +46,8 @@ class CitationOut(BaseModel):
     quote: str = Field(description="Exactly text[start:end] of the document.")
     start: int
     end: int
+    support: float = Field(description="How well the quote supports the sentence that cites it, in [0, 1].")
+    supported: bool = Field(description="Whether that support reaches the threshold.")
 
 
 class PassageOut(BaseModel):
@@ -60,6 +63,15 @@ class PassageOut(BaseModel):
     source: str | None = None
 
 
+class CheckOut(BaseModel):
+    """How a language model's answer fared against the passages (null for extractive answers)."""
+
+    sentences: int = Field(description="Sentences in the model's answer.")
+    supported: int = Field(description="Sentences the passages support.")
+    dropped: int = Field(description="Unsupported sentences removed from the answer.")
+    markers_corrected: int = Field(description="[n] markers that pointed at the wrong passage and were replaced.")
+
+
 class AskResponse(BaseModel):
     question: str
     answer: str | None
@@ -69,6 +81,7 @@ class AskResponse(BaseModel):
     passages: list[PassageOut]
     generator: str
     timings_ms: dict[str, float]
+    check: CheckOut | None
 
 
 class SearchResponse(BaseModel):
@@ -114,3 +127,107 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+# -- the OpenAI-compatible endpoint (/v1) ----------------------------------------------------
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only ``{"type": "text", "text": ...}`` parts are understood."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["text"])
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_calls, ...
+
+    role: str = Field(examples=["user"])
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        """The content as plain text, text parts joined by newlines; ValueError for other parts."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        other = sorted({part.type for part in self.content if part.type != "text" or part.text is None})
+        if other:
+            raise ValueError(f"only text content parts are understood, not {', '.join(map(repr, other))}")
+        return "\n".join(part.text or "" for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """An OpenAI chat completion request. The last user message is the question and ``model``
+    names the generator; other OpenAI fields (temperature, max_tokens, top_p, n, stop, user, ...)
+    are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, examples=["extractive"], description="Generator name; see GET /v1/models.")
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+
+
+class ModelOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChoiceOut(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionOut(BaseModel):
+    """An OpenAI ``chat.completion`` plus two fields of this service: ``citations`` (as in
+    POST /ask) and ``rag``, the whole POST /ask response."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChoiceOut]
+    usage: UsageOut
+    citations: list[CitationOut]
+    rag: AskResponse
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorOut(BaseModel):
+    error: OpenAIErrorDetail

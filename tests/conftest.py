@@ -20,6 +20,12 @@ SEEDS = REPO / "seeds"
 SEED_ID = "000_dc0a8f6f0901bab2"
 LENDERS = ["KreditBee", "Aditya Birla Finance Limited", "Money View", "EarlySalary", "CreditVidya", "ZestMoney"]
 MISSION_QUESTION = "Which lenders did Xiaomi partner with?"
+# The fields of an answer, a citation and a passage, in the API and `rag ask --json` alike.
+ANSWER_KEYS = {
+    "question", "answer", "abstained", "reason", "citations", "passages", "generator", "timings_ms", "check",
+}
+CITATION_KEYS = {"n", "doc_id", "title", "url", "published_at", "quote", "start", "end", "support", "supported"}
+PASSAGE_KEYS = {"chunk_id", "doc_id", "title", "text", "start", "end", "score"}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -3,86 +3,29 @@ exact citations, refusals, search, documents, request errors and an index-less s
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from api.app import create_app
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.generators.registry import available_generators
 from rag.pipeline import RagPipeline
-from tests.conftest import LENDERS, MISSION_QUESTION, SEED_ID
+from tests.conftest import ANSWER_KEYS, CITATION_KEYS, LENDERS, MISSION_QUESTION, PASSAGE_KEYS, SEED_ID
+from tests.servers import serve_app
 
 SEED_TITLE = "Xiaomi steps on the accelerator to enter the banking market"
-ANSWER_KEYS = {
-    "question", "answer", "abstained", "reason", "citations", "passages", "generator", "timings_ms",
-}
-CITATION_KEYS = {"n", "doc_id", "title", "url", "published_at", "quote", "start", "end"}
-PASSAGE_KEYS = {"chunk_id", "doc_id", "title", "text", "start", "end", "score"}
 DOCUMENT_KEYS = {"id", "title", "url", "published_at", "source", "text"}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _server_error_guard(allowed: frozenset[int]) -> Callable[[httpx.Response], None]:
-    """A response hook: any 5xx not in ``allowed`` fails the test that caused it."""
-
-    def check(response: httpx.Response) -> None:
-        status = response.status_code
-        where = f"{response.request.method} {response.request.url}"
-        assert status < 500 or status in allowed, f"{where} -> {status}: {response.text}"
-
-    return check
-
-
-@contextmanager
-def _serve(app: FastAPI, allowed_5xx: frozenset[int] = frozenset()) -> Iterator[httpx.Client]:
-    """Run ``app`` under a real uvicorn server in a thread; yield a client bound to its URL.
-    Every response the client gets is checked: no 500s anywhere (only ``allowed_5xx``)."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base_url, timeout=120, trust_env=False,
-                          event_hooks={"response": [_server_error_guard(allowed_5xx)]})
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert thread.is_alive(), "the uvicorn server stopped before it answered /health"
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the uvicorn server did not answer /health in time"
-            time.sleep(0.1)
-        yield client
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the uvicorn server did not stop"
 
 
 @pytest.fixture(scope="module")
 def api(seed_index: Path, embedder: Embedder) -> Iterator[httpx.Client]:
     app = create_app(pipeline=RagPipeline(Settings(index_dir=seed_index), embedder=embedder))
-    with _serve(app) as client:
+    with serve_app(app) as client:
         yield client
 
 
@@ -90,7 +33,7 @@ def api(seed_index: Path, embedder: Embedder) -> Iterator[httpx.Client]:
 def empty_api(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[httpx.Client]:
     index_dir = tmp_path_factory.mktemp("empty-index")  # exists, but nothing was ever built in it
     app = create_app(pipeline=RagPipeline(Settings(index_dir=index_dir), embedder=embedder))
-    with _serve(app, allowed_5xx=frozenset({503})) as client:
+    with serve_app(app, allowed_5xx=frozenset({503})) as client:
         yield client
 
 
@@ -167,10 +110,13 @@ def test_answer_has_the_full_response_shape(mission: dict[str, Any]) -> None:
     for citation in mission["citations"]:
         assert set(citation) == CITATION_KEYS
         assert isinstance(citation["start"], int) and isinstance(citation["end"], int)
+        assert isinstance(citation["support"], float) and 0.0 <= citation["support"] <= 1.0
+        assert citation["supported"] is True  # an extractive answer quotes its sources
     for passage in mission["passages"]:
         assert set(passage) >= PASSAGE_KEYS
         assert isinstance(passage["score"], float)
         assert passage["chunk_id"].startswith(passage["doc_id"])
+    assert mission["check"] is None  # only a language model's answer is checked
     scores = [p["score"] for p in mission["passages"]]
     assert scores == sorted(scores, reverse=True)
     assert {"retrieve", "generate", "total"} <= set(mission["timings_ms"])
@@ -373,7 +319,7 @@ def test_openapi_and_docs_are_served(api: httpx.Client) -> None:
     response = api.get("/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
-    assert {"/ask", "/search", "/documents"} <= set(paths)
+    assert {"/ask", "/ask/stream", "/search", "/documents", "/v1/models", "/v1/chat/completions"} <= set(paths)
     assert "post" in paths["/ask"] and "get" in paths["/search"]
 
     docs = api.get("/docs")

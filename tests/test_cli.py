@@ -18,14 +18,9 @@ from api.schemas import AskResponse, CitationOut, PassageOut
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.pipeline import RagPipeline
-from tests.conftest import LENDERS, MISSION_QUESTION, REPO, SEED_ID, SEEDS
+from tests.conftest import ANSWER_KEYS, CITATION_KEYS, LENDERS, MISSION_QUESTION, PASSAGE_KEYS, REPO, SEED_ID, SEEDS
 
 SEED_TITLE = "Xiaomi steps on the accelerator to enter the banking market"
-ANSWER_KEYS = {
-    "question", "answer", "abstained", "reason", "citations", "passages", "generator", "timings_ms",
-}
-CITATION_KEYS = {"n", "doc_id", "title", "url", "published_at", "quote", "start", "end"}
-PASSAGE_KEYS = {"chunk_id", "doc_id", "title", "text", "start", "end", "score"}
 GOOD_ARTICLE = """Harbour town opens a floating library
 
 The town of Kelmsby opened a floating library on an old ferry on Saturday, the mayor said.

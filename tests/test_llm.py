@@ -290,16 +290,35 @@ class _GarbageHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_openai_generator_reports_a_server_that_answers_garbage(seed_index: Path, embedder: object) -> None:
+@pytest.fixture
+def garbage_server() -> Iterator[str]:
+    """A server on 127.0.0.1 whose every reply is JSON that is not a chat completion."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GarbageHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        pipeline = _openai_pipeline(seed_index, embedder, openai_base_url=url)
-        with pytest.raises(GeneratorFailedError, match="chat completion") as info:
-            pipeline.ask(MISSION_QUESTION, generator="openai")
-        assert info.value.http_status == 502
-    finally:
-        server.shutdown()
-        server.server_close()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_generator_reports_a_server_that_answers_garbage(garbage_server: str, seed_index: Path,
+                                                                embedder: object) -> None:
+    pipeline = _openai_pipeline(seed_index, embedder, openai_base_url=garbage_server)
+    with pytest.raises(GeneratorFailedError, match="chat completion") as info:
+        pipeline.ask(MISSION_QUESTION, generator="openai")
+    assert info.value.http_status == 502
+
+
+def test_the_api_answers_503_and_502_for_llm_server_failures(garbage_server: str, seed_index: Path,
+                                                             embedder: object) -> None:
+    from api.app import create_app
+    from tests.servers import free_port, serve_app
+
+    for url, status, message in [
+        (f"http://127.0.0.1:{free_port()}/v1", 503, "cannot be reached"),
+        (garbage_server, 502, "did not answer with a chat completion"),
+    ]:
+        app = create_app(pipeline=_openai_pipeline(seed_index, embedder, openai_base_url=url, openai_timeout=5))
+        with serve_app(app, allowed_5xx=frozenset({status})) as client:
+            response = client.post("/ask", json={"question": MISSION_QUESTION, "generator": "openai"})
+            assert response.status_code == status
+            assert message in response.json()["detail"]

@@ -15,7 +15,7 @@ router = APIRouter(tags=["answers"])
 Pipeline = Annotated[RagPipeline, Depends(get_pipeline)]
 
 
-def _filters(filters: Filters | None) -> SearchFilters | None:
+def search_filters(filters: Filters | None) -> SearchFilters | None:
     if filters is None:
         return None
     return SearchFilters(tuple(filters.sources), filters.published_after, filters.published_before)
@@ -24,7 +24,7 @@ def _filters(filters: Filters | None) -> SearchFilters | None:
 @router.post("/ask", response_model=AskResponse)
 def ask(body: AskRequest, pipeline: Pipeline) -> dict[str, object]:
     """Answer a question from the corpus; every citation quotes its document exactly."""
-    answer = pipeline.ask(body.question, k=body.k, generator=body.generator, filters=_filters(body.filters))
+    answer = pipeline.ask(body.question, k=body.k, generator=body.generator, filters=search_filters(body.filters))
     return answer.to_dict()
 
 
@@ -39,5 +39,5 @@ def search(
 ) -> dict[str, object]:
     """Passages that best match ``q``, in rank order."""
     filters = Filters(sources=source or [], published_after=published_after, published_before=published_before)
-    passages = pipeline.search(q, k=k, filters=_filters(filters))
+    passages = pipeline.search(q, k=k, filters=search_filters(filters))
     return {"results": [p.to_dict() for p in passages]}
