@@ -42,6 +42,13 @@ def packaged_model() -> Path:
     )
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def load_model(path: Path, threads: int, context_tokens: int) -> Any:
     """The llama.cpp server for ``path``, loaded on first use and then reused."""
     key = (str(path.resolve()), threads, context_tokens)
@@ -78,7 +85,7 @@ class LocalGenerator(ChatGenerator):
         super().__init__(context)
         s = self.settings
         self.model_path = s.local_model or packaged_model()
-        self.threads = s.llm_threads or os.cpu_count() or 1
+        self.threads = s.llm_threads or usable_cores()
         self.model = load_model(self.model_path, self.threads, s.llm_context)
 
     def _request(self, messages: list[Message], stream: bool) -> dict[str, Any]:
