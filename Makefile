@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/fusion.py $(RTQA) --index $(BENCH_DIR)/realtimeqa-index
 	$(BIN)/python bench/latency.py --index $(BENCH_DIR)/realtimeqa-index --questions-file $(RTQA)/queries.jsonl
 	$(BIN)/python bench/answers.py $(EVAL)/multihop-rag-dev --index $(BENCH_DIR)/multihop-index
+	$(BIN)/python bench/generators.py --eval-dir $(EVAL) --seed-index $(BENCH_DIR)/seed-index --multihop-index $(BENCH_DIR)/multihop-index --realtimeqa-index $(BENCH_DIR)/realtimeqa-index
 
 lint: setup
 	$(BIN)/ruff check rag api tests bench
