@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rag.config import Settings
@@ -75,3 +76,32 @@ def make_pipeline(tmp_path: Path, embedder: Embedder) -> Iterator[object]:
         return RagPipeline(Settings(**overrides), embedder=embedder)  # type: ignore[arg-type]
 
     yield make
+
+
+@pytest.fixture(scope="module")
+def empty_api(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[httpx.Client]:
+    """An API over an index directory that exists but where nothing was ever built."""
+    from api.app import create_app
+    from tests.servers import serve_app
+
+    index_dir = tmp_path_factory.mktemp("empty-index")
+    app = create_app(pipeline=RagPipeline(Settings(index_dir=index_dir), embedder=embedder))
+    with serve_app(app, allowed_5xx=frozenset({503})) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def plugin_pipeline(seed_index: Path, embedder: Embedder) -> RagPipeline:
+    """The seed index, with the test generators of tests/servers.py beside the installed ones."""
+    from tests.servers import PipelineWithTestGenerators
+
+    return PipelineWithTestGenerators(Settings(index_dir=seed_index), embedder=embedder)
+
+
+@pytest.fixture(scope="module")
+def plugin_api(plugin_pipeline: RagPipeline) -> Iterator[httpx.Client]:
+    from api.app import create_app
+    from tests.servers import serve_app
+
+    with serve_app(create_app(pipeline=plugin_pipeline), allowed_5xx=frozenset({502})) as client:
+        yield client

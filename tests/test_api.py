@@ -30,14 +30,6 @@ def api(seed_index: Path, embedder: Embedder) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def empty_api(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[httpx.Client]:
-    index_dir = tmp_path_factory.mktemp("empty-index")  # exists, but nothing was ever built in it
-    app = create_app(pipeline=RagPipeline(Settings(index_dir=index_dir), embedder=embedder))
-    with serve_app(app, allowed_5xx=frozenset({503})) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def seed_text(api: httpx.Client) -> str:
     response = api.get(f"/documents/{SEED_ID}")
     assert response.status_code == 200

@@ -6,41 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from api.app import create_app
-from rag.config import Settings
-from rag.embedding import Embedder
-from rag.pipeline import RagPipeline
-from tests.conftest import LENDERS, MISSION_QUESTION, SEED_ID
-from tests.servers import EndlessGenerator, FailingGenerator, PipelineWithTestGenerators, serve_app
-
-ANSWER_KEYS = {
-    "question", "answer", "abstained", "reason", "citations", "passages", "generator", "timings_ms", "check",
-}
-
-
-@pytest.fixture(scope="module")
-def pipeline(seed_index: Path, embedder: Embedder) -> PipelineWithTestGenerators:
-    return PipelineWithTestGenerators(Settings(index_dir=seed_index), embedder=embedder)
-
-
-@pytest.fixture(scope="module")
-def api(pipeline: PipelineWithTestGenerators) -> Iterator[httpx.Client]:
-    with serve_app(create_app(pipeline=pipeline), allowed_5xx=frozenset({502})) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def empty_api(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[httpx.Client]:
-    index_dir = tmp_path_factory.mktemp("empty-index")
-    app = create_app(pipeline=RagPipeline(Settings(index_dir=index_dir), embedder=embedder))
-    with serve_app(app, allowed_5xx=frozenset({503})) as client:
-        yield client
+from tests.conftest import ANSWER_KEYS, LENDERS, MISSION_QUESTION, SEED_ID
+from tests.servers import EndlessGenerator, FailingGenerator, PipelineWithTestGenerators
 
 
 def parse_sse(lines: Iterator[str]) -> list[tuple[str, str]]:
@@ -66,8 +38,8 @@ def parse_sse(lines: Iterator[str]) -> list[tuple[str, str]]:
     return events
 
 
-def stream_events(api: httpx.Client, body: dict[str, Any]) -> list[tuple[str, Any]]:
-    with api.stream("POST", "/ask/stream", json=body) as response:
+def stream_events(plugin_api: httpx.Client, body: dict[str, Any]) -> list[tuple[str, Any]]:
+    with plugin_api.stream("POST", "/ask/stream", json=body) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         raw = parse_sse(response.iter_lines())
@@ -86,8 +58,8 @@ def answer_of(events: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def mission_events(api: httpx.Client) -> list[tuple[str, Any]]:
-    return stream_events(api, {"question": MISSION_QUESTION, "generator": "extractive"})
+def mission_events(plugin_api: httpx.Client) -> list[tuple[str, Any]]:
+    return stream_events(plugin_api, {"question": MISSION_QUESTION, "generator": "extractive"})
 
 
 def test_tokens_come_before_the_one_answer(mission_events: list[tuple[str, Any]]) -> None:
@@ -99,14 +71,14 @@ def test_tokens_come_before_the_one_answer(mission_events: list[tuple[str, Any]]
 
 
 def test_streamed_answer_names_the_lenders_with_exact_citations(
-    api: httpx.Client, mission_events: list[tuple[str, Any]]
+    plugin_api: httpx.Client, mission_events: list[tuple[str, Any]]
 ) -> None:
     answer = answer_of(mission_events)
     assert answer["abstained"] is False and answer["generator"] == "extractive"
     for lender in LENDERS:
         assert lender in answer["answer"], f"{lender} is missing from the streamed answer"
     assert answer["citations"]
-    texts = {doc_id: api.get(f"/documents/{doc_id}").json()["text"] for doc_id in
+    texts = {doc_id: plugin_api.get(f"/documents/{doc_id}").json()["text"] for doc_id in
              {c["doc_id"] for c in answer["citations"]}}
     assert set(texts) == {SEED_ID}
     for citation in answer["citations"]:
@@ -114,22 +86,23 @@ def test_streamed_answer_names_the_lenders_with_exact_citations(
         assert f"[{citation['n']}]" in answer["answer"]
 
 
-def test_streamed_answer_equals_the_ask_response(api: httpx.Client, mission_events: list[tuple[str, Any]]) -> None:
+def test_streamed_answer_equals_the_ask_response(plugin_api: httpx.Client,
+                                                 mission_events: list[tuple[str, Any]]) -> None:
     streamed = answer_of(mission_events)
-    asked = api.post("/ask", json={"question": MISSION_QUESTION, "generator": "extractive"}).json()
+    asked = plugin_api.post("/ask", json={"question": MISSION_QUESTION, "generator": "extractive"}).json()
     assert {**streamed, "timings_ms": None} == {**asked, "timings_ms": None}
 
 
-def test_an_abstention_streams_only_the_answer(api: httpx.Client) -> None:
-    events = stream_events(api, {"question": "Who won the 2018 FIFA World Cup?", "generator": "extractive"})
+def test_an_abstention_streams_only_the_answer(plugin_api: httpx.Client) -> None:
+    events = stream_events(plugin_api, {"question": "Who won the 2018 FIFA World Cup?", "generator": "extractive"})
     assert [event for event, _ in events] == ["answer"]
     answer = answer_of(events)
     assert answer["abstained"] is True and answer["answer"] is None
     assert answer["reason"] and answer["citations"] == []
 
 
-def test_a_generator_failing_mid_answer_ends_the_stream_with_an_error_event(api: httpx.Client) -> None:
-    events = stream_events(api, {"question": MISSION_QUESTION, "generator": FailingGenerator.name})
+def test_a_generator_failing_mid_answer_ends_the_stream_with_an_error_event(plugin_api: httpx.Client) -> None:
+    events = stream_events(plugin_api, {"question": MISSION_QUESTION, "generator": FailingGenerator.name})
     assert events == [
         ("token", {"text": FailingGenerator.PIECE}),
         ("error", {"detail": FailingGenerator.MESSAGE, "status": 502}),
@@ -137,17 +110,17 @@ def test_a_generator_failing_mid_answer_ends_the_stream_with_an_error_event(api:
 
 
 def test_a_client_leaving_mid_stream_stops_the_generator(
-    api: httpx.Client, pipeline: PipelineWithTestGenerators
+    plugin_api: httpx.Client, plugin_pipeline: PipelineWithTestGenerators
 ) -> None:
     body = {"question": MISSION_QUESTION, "generator": EndlessGenerator.name}
-    with api.stream("POST", "/ask/stream", json=body) as response:
+    with plugin_api.stream("POST", "/ask/stream", json=body) as response:
         assert response.status_code == 200
         assert next(response.iter_lines()) == "event: token"
-        assert not pipeline.endless.closed.is_set()
+        assert not plugin_pipeline.endless.closed.is_set()
     # hung up: the server notices and closes the generator instead of letting it talk on
-    assert pipeline.endless.closed.wait(timeout=30), "the generator was not closed"
-    assert api.get("/health").status_code == 200
-    answer_of(stream_events(api, {"question": MISSION_QUESTION}))
+    assert plugin_pipeline.endless.closed.wait(timeout=30), "the generator was not closed"
+    assert plugin_api.get("/health").status_code == 200
+    answer_of(stream_events(plugin_api, {"question": MISSION_QUESTION}))
 
 
 # -- requests refused before the stream starts -------------------------------------------------
@@ -164,16 +137,17 @@ def test_a_client_leaving_mid_stream_stops_the_generator(
     ],
     ids=["unknown-generator", "empty", "blank", "k0", "extra-field"],
 )
-def test_invalid_requests_are_json_422_not_a_stream(api: httpx.Client, body: dict[str, Any], mentions: str) -> None:
-    response = api.post("/ask/stream", json=body)
+def test_invalid_requests_are_json_422_not_a_stream(plugin_api: httpx.Client, body: dict[str, Any],
+                                                    mentions: str) -> None:
+    response = plugin_api.post("/ask/stream", json=body)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["detail"]
     assert mentions in response.text
 
 
-def test_unknown_generator_detail_names_the_known_ones(api: httpx.Client) -> None:
-    response = api.post("/ask/stream", json={"question": MISSION_QUESTION, "generator": "nope"})
+def test_unknown_generator_detail_names_the_known_ones(plugin_api: httpx.Client) -> None:
+    response = plugin_api.post("/ask/stream", json={"question": MISSION_QUESTION, "generator": "nope"})
     detail = response.json()["detail"]
     assert isinstance(detail, str) and "extractive" in detail and "scripted" in detail
 

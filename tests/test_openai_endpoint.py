@@ -8,22 +8,16 @@ this API, so the client raises ``openai.UnprocessableEntityError``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from api.app import create_app
-from rag.config import Settings
-from rag.embedding import Embedder
-from rag.pipeline import RagPipeline
-from tests.conftest import LENDERS, MISSION_QUESTION, SEED_ID
-from tests.servers import EndlessGenerator, FailingGenerator, PipelineWithTestGenerators, serve_app
+from tests.conftest import CITATION_KEYS, LENDERS, MISSION_QUESTION, SEED_ID
+from tests.servers import EndlessGenerator, FailingGenerator, PipelineWithTestGenerators
 
 OFF_TOPIC = "Who won the 2018 FIFA World Cup?"
-CITATION_KEYS = {"n", "doc_id", "title", "url", "published_at", "quote", "start", "end", "support", "supported"}
 
 
 def _client(api: httpx.Client) -> openai.OpenAI:
@@ -35,27 +29,14 @@ def _client(api: httpx.Client) -> openai.OpenAI:
 
 
 @pytest.fixture(scope="module")
-def pipeline(seed_index: Path, embedder: Embedder) -> PipelineWithTestGenerators:
-    return PipelineWithTestGenerators(Settings(index_dir=seed_index), embedder=embedder)
-
-
-@pytest.fixture(scope="module")
-def api(pipeline: PipelineWithTestGenerators) -> Iterator[httpx.Client]:
-    with serve_app(create_app(pipeline=pipeline), allowed_5xx=frozenset({502})) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def client(api: httpx.Client) -> Iterator[openai.OpenAI]:
-    with _client(api) as oai:
+def client(plugin_api: httpx.Client) -> Iterator[openai.OpenAI]:
+    with _client(plugin_api) as oai:
         yield oai
 
 
 @pytest.fixture(scope="module")
-def empty_client(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Iterator[openai.OpenAI]:
-    index_dir = tmp_path_factory.mktemp("empty-index")
-    app = create_app(pipeline=RagPipeline(Settings(index_dir=index_dir), embedder=embedder))
-    with serve_app(app, allowed_5xx=frozenset({503})) as api, _client(api) as oai:
+def empty_client(empty_api: httpx.Client) -> Iterator[openai.OpenAI]:
+    with _client(empty_api) as oai:
         yield oai
 
 
@@ -110,10 +91,10 @@ def test_completion_answers_with_markers_and_a_source_list(mission: Any) -> None
     assert mission.usage.total_tokens == 0
 
 
-def test_completion_citations_quote_their_documents_exactly(api: httpx.Client, mission: Any) -> None:
+def test_completion_citations_quote_their_documents_exactly(plugin_api: httpx.Client, mission: Any) -> None:
     citations = mission.to_dict()["citations"]
     assert citations and [c["n"] for c in citations] == list(range(1, len(citations) + 1))
-    text = api.get(f"/documents/{SEED_ID}").json()["text"]
+    text = plugin_api.get(f"/documents/{SEED_ID}").json()["text"]
     for citation in citations:
         assert set(citation) == CITATION_KEYS
         assert citation["doc_id"] == SEED_ID
@@ -199,12 +180,12 @@ def test_a_conversation_without_a_question_is_422(client: openai.OpenAI, message
     assert raised.value.message
 
 
-def test_errors_on_v1_have_the_openai_shape(api: httpx.Client) -> None:
+def test_errors_on_v1_have_the_openai_shape(plugin_api: httpx.Client) -> None:
     cases = [
-        (api.post("/v1/chat/completions", content=b"{bad", headers={"content-type": "application/json"}), 422),
-        (api.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}), 422),
-        (api.get("/v1/chat/completions"), 405),
-        (api.get("/v1/no-such-thing"), 404),
+        (plugin_api.post("/v1/chat/completions", content=b"{bad", headers={"content-type": "application/json"}), 422),
+        (plugin_api.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}), 422),
+        (plugin_api.get("/v1/chat/completions"), 405),
+        (plugin_api.get("/v1/no-such-thing"), 404),
     ]
     for response, status in cases:
         assert response.status_code == status, response.text
@@ -214,7 +195,7 @@ def test_errors_on_v1_have_the_openai_shape(api: httpx.Client) -> None:
         assert isinstance(error["message"], str) and error["message"]
         assert error["type"] == "invalid_request_error"
     assert cases[1][0].json()["error"]["param"] == "model"
-    assert api.get("/no-such-thing").json() == {"detail": "Not Found"}  # outside /v1 errors keep their shape
+    assert plugin_api.get("/no-such-thing").json() == {"detail": "Not Found"}  # outside /v1 errors keep their shape
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
@@ -245,10 +226,10 @@ def test_a_generator_failing_mid_stream_raises_in_the_client(client: openai.Open
 
 
 def test_a_client_leaving_mid_stream_stops_the_generator(
-    client: openai.OpenAI, pipeline: PipelineWithTestGenerators
+    client: openai.OpenAI, plugin_pipeline: PipelineWithTestGenerators
 ) -> None:
     stream = ask(client, MISSION_QUESTION, model=EndlessGenerator.name, stream=True)
     assert next(iter(stream)).choices[0].delta.role == "assistant"
-    assert not pipeline.endless.closed.is_set()
+    assert not plugin_pipeline.endless.closed.is_set()
     stream.close()
-    assert pipeline.endless.closed.wait(timeout=30), "the generator was not closed"
+    assert plugin_pipeline.endless.closed.wait(timeout=30), "the generator was not closed"
