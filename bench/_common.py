@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rag.corpus import ReadProblem, read_articles
-from rag.errors import IndexMismatchError
+from rag.evaluation import index_matches
 from rag.pipeline import RagPipeline
-from rag.store import content_hash
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,29 +17,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def resolve_from_repo(path: str | Path) -> Path:
     path = Path(path).expanduser()
     return (path if path.is_absolute() else REPO_ROOT / path).resolve()
-
-
-def corpus_hashes(corpus: Path) -> dict[str, str]:
-    """``doc_id -> content hash`` of the articles the pipeline would ingest from ``corpus``."""
-    hashes: dict[str, str] = {}
-    for item in read_articles([corpus]):
-        if not isinstance(item, ReadProblem):
-            hashes[item.id] = content_hash(item)
-    return hashes
-
-
-def index_matches(pipeline: RagPipeline, corpus: Path) -> tuple[bool, str]:
-    """Whether the index holds exactly the corpus, built with the current model and chunking."""
-    if not pipeline.store.exists():
-        return False, "no index yet"
-    try:
-        snapshot = pipeline.snapshot()
-    except IndexMismatchError as exc:
-        return False, f"settings differ ({exc})"
-    stored = {doc_id: doc.content_hash for doc_id, doc in snapshot.documents.items()}
-    if stored != corpus_hashes(corpus):
-        return False, "documents differ from the corpus"
-    return True, "matches the corpus and settings"
 
 
 def build_index(pipeline: RagPipeline, corpus: Path, rebuild: bool) -> dict[str, Any]:

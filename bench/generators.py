@@ -22,7 +22,7 @@ tokens"). On answerable questions only (an abstention scores 0 everywhere):
 
 * accuracy: MultiHop-RAG's rule, correct when prediction and gold share at least one
   word. Words here are the normalised tokens minus a short list of English stop words
-  (``STOP_WORDS``: pronouns, auxiliaries, prepositions, conjunctions; *not* yes/no/not),
+  (``rag.evaluation.STOP_WORDS``: pronouns, auxiliaries, prepositions, conjunctions; *not* yes/no/not),
   so that sharing "of" or "is" does not count. The rule is lenient, and more so for
   long answers: ``words`` gives the mean answer length to read it against;
 * contains gold: the gold's normalised tokens occur as a contiguous run in the
@@ -49,11 +49,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import time
-import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +61,7 @@ from _common import REPO_ROOT, build_index, print_table, resolve_from_repo, writ
 
 from rag.config import Settings
 from rag.errors import RagError
+from rag.evaluation import contains, normalised_tokens, shares_a_word, token_f1
 from rag.pipeline import RagPipeline
 from rag.types import Answer
 
@@ -92,46 +91,6 @@ SEED_QUESTIONS: list[tuple[str, str | None]] = [
     ("How much is Xiaomi paying Zhao Weixing?", NO_ANSWER),
     ("Which team won the 2019 Cricket World Cup?", NO_ANSWER),
 ]
-
-ARTICLES = frozenset({"a", "an", "the"})
-_STOP_WORD_LIST = (
-    "i me my we our you your he him his she her it its they them their this that these those "
-    "what which who whom whose when where why how is are was were be been being am has have had "
-    "do does did will would shall should can could may might must of in on at to for from by with "
-    "about as into onto over under than then and or but if so also s"
-)
-STOP_WORDS = ARTICLES | frozenset(_STOP_WORD_LIST.split())
-_MARKER = re.compile(r"\[\d+\]")
-
-
-def words(tokens: list[str]) -> set[str]:
-    return {t for t in tokens if t not in STOP_WORDS}
-
-
-def normalised_tokens(text: str) -> list[str]:
-    """NFKC, lowercase, non-alphanumerics (any script) to spaces, split, articles dropped."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(c if c.isalnum() else " " for c in text)
-    return [t for t in text.split() if t not in ARTICLES]
-
-
-def shares_a_word(prediction: list[str], gold: list[str]) -> bool:
-    gold_words = words(gold) or set(gold)  # a gold made only of stop words keeps them
-    return bool(gold_words & set(prediction))
-
-
-def contains(prediction: list[str], gold: list[str]) -> bool:
-    n = len(gold)
-    return n > 0 and any(prediction[i:i + n] == gold for i in range(len(prediction) - n + 1))
-
-
-def token_f1(prediction: list[str], gold: list[str]) -> float:
-    common = sum((Counter(prediction) & Counter(gold)).values())
-    if not common:
-        return 0.0
-    precision, recall = common / len(prediction), common / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
 
 @dataclass(frozen=True)
 class Question:
@@ -189,7 +148,7 @@ def corpus_of(name: str, eval_dir: Path) -> Path:
 
 
 def score(pipeline: RagPipeline, question: Question, answer: Answer, ms: float, texts: dict[str, str]) -> Result:
-    prediction = normalised_tokens(_MARKER.sub(" ", answer.answer or ""))
+    prediction = normalised_tokens(answer.answer or "")
     gold = normalised_tokens(question.gold or "")
     answered = question.gold is not None and not answer.abstained
     exact = 0

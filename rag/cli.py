@@ -200,6 +200,66 @@ def serve(index_dir: Path | None, host: str | None, port: int | None) -> None:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
+@cli.command(name="eval")
+@click.argument("gold", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSONL corpus the gold questions are about (indexed once, then reused).")
+@click.option("--index", "index_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Index of the corpus (default: a cache folder per corpus file).")
+@click.option("--answers", is_flag=True, help="Also answer every question and score the answers.")
+@click.option("-g", "--generator", default=None, help="Generator for --answers (default: RAG_GENERATOR).")
+@click.option("--depth", type=click.IntRange(10, 100), default=50, show_default=True,
+              help="Passages retrieved per question.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Per-question results, JSONL (default: beside the index).")
+@click.option("--rebuild", is_flag=True, help="Rebuild the corpus index even if it matches.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@_json_option
+def evaluate(gold: Path, corpus: Path, index_dir: Path | None, answers: bool, generator: str | None, depth: int,
+             limit: int | None, output: Path | None, rebuild: bool, quiet: bool, as_json: bool) -> None:
+    """Score retrieval (and, with --answers, answers) on a gold question set.
+
+    GOLD is a JSONL file of {id, question, answer, type, evidence: [{doc_id, fact}]}.
+    Prints document- and chunk-level retrieval metrics and answer metrics, and writes
+    one JSON line per question.
+    """
+    from tqdm import tqdm
+
+    from rag.evaluation import default_index_dir, index_matches, load_gold, run_eval, summary_lines
+
+    questions = load_gold(gold)[:limit]
+    settings = _settings(index_dir or default_index_dir(corpus))
+    pipeline = _pipeline(settings)
+    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    ok, why = (False, "--rebuild was given") if rebuild else index_matches(pipeline, corpus)
+    if ok:
+        say(f"Using the index in {settings.index_dir} ({why}).")
+    else:
+        say(f"Indexing {corpus} into {settings.index_dir}: {why}.")
+        report = pipeline.ingest([corpus], rebuild=True, progress=not quiet,
+                                 on_problem=lambda p: click.echo(f"skipped {p}", err=True))
+        say(f"{report.documents} documents in {report.chunks} chunks, indexed in {report.seconds:.1f}s.")
+    missing = {d for q in questions for d in q.gold_docs} - pipeline.snapshot().documents.keys()
+    if missing:
+        click.echo(f"warning: {len(missing)} gold document ids are not in the corpus, e.g. {sorted(missing)[0]!r}",
+                   err=True)
+    with tqdm(total=len(questions), desc="Questions", unit="q", disable=quiet, dynamic_ncols=True) as bar:
+        result = run_eval(pipeline, questions, depth=depth, answers=answers, generator=generator,
+                          on_question=lambda: bar.update(1))
+    output = output or settings.index_dir.with_name(settings.index_dir.name + "-results.jsonl")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as fh:
+        for record in result.records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if as_json:
+        _print_json(result.summary | {"results_file": str(output)})
+    else:
+        for line in summary_lines(result.summary):
+            click.echo(line)
+        click.echo(f"Per-question results: {output}")
+
+
 @cli.command()
 @_json_option
 def generators(as_json: bool) -> None:
