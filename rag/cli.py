@@ -17,7 +17,7 @@ import click
 from pydantic import ValidationError
 
 from rag.config import Settings
-from rag.errors import RagError
+from rag.errors import InvalidRequestError, RagError
 from rag.types import Answer, Passage, SearchFilters
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -233,6 +233,11 @@ def evaluate(gold: Path, corpus: Path, index_dir: Path | None, answers: bool, ge
     pipeline = _pipeline(settings)
     say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
     ok, why = (False, "--rebuild was given") if rebuild else index_matches(pipeline, corpus)
+    if not ok and index_dir is not None and pipeline.store.exists() and not rebuild:
+        raise InvalidRequestError(
+            f"the index in {index_dir} does not hold exactly this corpus ({why}); give --rebuild to "
+            "replace it with an index of the corpus, or leave --index out to use a cache folder"
+        )
     if ok:
         say(f"Using the index in {settings.index_dir} ({why}).")
     else:
@@ -244,6 +249,7 @@ def evaluate(gold: Path, corpus: Path, index_dir: Path | None, answers: bool, ge
     if missing:
         click.echo(f"warning: {len(missing)} gold document ids are not in the corpus, e.g. {sorted(missing)[0]!r}",
                    err=True)
+    pipeline.warm_up()
     with tqdm(total=len(questions), desc="Questions", unit="q", disable=quiet, dynamic_ncols=True) as bar:
         result = run_eval(pipeline, questions, depth=depth, answers=answers, generator=generator,
                           on_question=lambda: bar.update(1))

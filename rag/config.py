@@ -28,11 +28,30 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, le=1024)
     chunk_tokens: int = Field(200, ge=16, le=512, description="Chunk size in model tokens.")
     chunk_overlap: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
+    embed_titles: bool = Field(
+        True, description="Embed each chunk after its article's title (the stored text stays the chunk's)."
+    )
     top_k: int = Field(5, ge=1, le=100, description="Passages returned by default.")
     candidates: int = Field(50, ge=1, le=1000, description="Candidates per retriever before fusion.")
     fusion: Literal["rrf", "weighted", "dense", "bm25"] = "rrf"
     rrf_k: int = Field(60, ge=1)
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in weighted fusion.")
+    source_queries: bool = Field(
+        True, description="Give each source a question names its own sub-query (and the day it names, if any)."
+    )
+    rerank_depth: int = Field(
+        100, ge=0, le=1000, description="Fused candidates re-ranked by term coverage and proximity; 0: none."
+    )
+    max_chunks_per_article: int = Field(
+        0, ge=0, le=100, description="At most this many chunks of one article in the results; 0: no limit."
+    )
+    collapse_duplicates: bool = Field(
+        False, description="Fold near-duplicate articles (syndicated copies) into the earliest one."
+    )
+    recency_weight: float = Field(
+        1.5, ge=0.0, le=10.0, description="Preference for recent articles when a search has an as-of day."
+    )
+    recency_half_life_days: float = Field(14.0, gt=0, le=3650)
     generator: str = Field("extractive", description="Default answer generator.")
     answer_passages: int = Field(5, ge=1, le=50, description="Passages a generator reads.")
     max_answer_sentences: int = Field(

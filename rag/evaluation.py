@@ -77,7 +77,7 @@ def load_gold(path: Path) -> list[GoldQuestion]:
     questions: list[GoldQuestion] = []
     seen: set[str] = set()
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"cannot read the gold file {path}: {exc}") from exc
     for number, line in enumerate(lines, start=1):
@@ -90,11 +90,11 @@ def load_gold(path: Path) -> list[GoldQuestion]:
             raise InvalidRequestError(f"{where}: not valid JSON ({exc.msg})") from exc
         if not isinstance(record, dict) or not str(record.get("question") or "").strip():
             raise InvalidRequestError(f"{where}: a gold record needs a non-empty \"question\"")
-        qid = str(record.get("id") or f"line-{number}")
+        qid = f"line-{number}" if record.get("id") in (None, "") else str(record["id"])
         if qid in seen:
             raise InvalidRequestError(f"{where}: duplicate question id {qid!r}")
         seen.add(qid)
-        evidence = record.get("evidence") or []
+        evidence = [] if record.get("evidence") is None else record["evidence"]
         if not isinstance(evidence, list) or not all(isinstance(e, dict) for e in evidence):
             raise InvalidRequestError(f"{where}: \"evidence\" must be a list of {{doc_id, fact}} objects")
         kind = str(record.get("type") or "")
@@ -185,13 +185,13 @@ _STOP_WORD_LIST = (
     "about as into onto over under than then and or but if so also s"
 )
 STOP_WORDS = ARTICLES | frozenset(_STOP_WORD_LIST.split())
-_MARKER = re.compile(r"\[\d+\]")
+_MARKER = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 
 
 def normalised_tokens(text: str) -> list[str]:
     """NFKC, lowercase, citation markers and non-alphanumerics (any script) to spaces,
     split, articles dropped."""
-    text = unicodedata.normalize("NFKC", _MARKER.sub(" ", text)).lower()
+    text = _MARKER.sub(" ", unicodedata.normalize("NFKC", text)).lower()
     text = "".join(c if c.isalnum() else " " for c in text)
     return [t for t in text.split() if t not in ARTICLES]
 
@@ -250,9 +250,11 @@ def run_eval(
     answers: bool = False,
     generator: str | None = None,
     on_question: Callable[[], None] | None = None,
+    question_dates: bool = True,
 ) -> EvalResult:
     """Retrieve ``depth`` passages for every question (and answer it with ``answers``),
-    scoring each against its gold."""
+    scoring each against its gold. With ``question_dates``, a question's ``question_date``
+    is passed as the search's "as of" day."""
     from rag.types import SearchFilters
 
     result = EvalResult()
@@ -260,8 +262,12 @@ def run_eval(
     squashed: dict[str, str] = {}
     for q in questions:
         record: dict[str, Any] = {"id": q.id, "type": q.type, "question": q.question}
+        as_of = q.question_date.replace("/", "-") if question_dates and q.question_date else None
+        filters = SearchFilters(as_of=as_of)
+        if as_of:
+            record["as_of"] = as_of
         started = time.perf_counter()
-        passages = pipeline.search(q.question, depth, SearchFilters())
+        passages = pipeline.search(q.question, depth, filters)
         record["search_ms"] = round((time.perf_counter() - started) * 1000, 2)
         ranked = distinct([p.doc_id for p in passages])
         record["retrieved_docs"] = ranked[:20]
@@ -272,7 +278,7 @@ def run_eval(
         if facts:
             record["chunk"] = {k: round(v, 4) for k, v in chunk_metrics([p.text for p in passages], facts).items()}
         if answers:
-            record["answer"] = _score_answer(pipeline, q, generator, texts)
+            record["answer"] = _score_answer(pipeline, q, generator, filters, texts)
         result.records.append(record)
         if on_question:
             on_question()
@@ -295,9 +301,11 @@ def quoted_facts(pipeline: Any, q: GoldQuestion, squashed: dict[str, str]) -> li
     return facts
 
 
-def _score_answer(pipeline: Any, q: GoldQuestion, generator: str | None, texts: dict[str, str]) -> dict[str, Any]:
+def _score_answer(
+    pipeline: Any, q: GoldQuestion, generator: str | None, filters: Any, texts: dict[str, str]
+) -> dict[str, Any]:
     started = time.perf_counter()
-    answer = pipeline.ask(q.question, generator=generator)
+    answer = pipeline.ask(q.question, generator=generator, filters=filters)
     ms = (time.perf_counter() - started) * 1000
     prediction = normalised_tokens(answer.answer or "")
     gold = normalised_tokens(q.answer or "")

@@ -58,6 +58,23 @@ class LexicalIndex:
             return cls(bm25s.BM25(), 0)
         return cls(bm25s.BM25.load(str(directory), mmap=False), size)
 
+    def document_frequency(self, tokens: Sequence[str]) -> list[int]:
+        """How many chunks hold each (already tokenised) term; 0 for unknown terms."""
+        if self.size == 0:
+            return [0] * len(tokens)
+        vocab = self._bm25.vocab_dict
+        indptr = self._bm25.scores["indptr"]
+        out = []
+        for token in tokens:
+            t = vocab.get(token)
+            out.append(int(indptr[t + 1] - indptr[t]) if t is not None and t + 1 < len(indptr) else 0)
+        return out
+
+    def idf(self, tokens: Sequence[str]) -> list[float]:
+        """BM25's inverse document frequency of each term (unknown terms score as the rarest)."""
+        n = max(self.size, 1)
+        return [float(np.log(1 + (n - df + 0.5) / (df + 0.5))) for df in self.document_frequency(tokens)]
+
     def search(self, query: str, k: int, mask: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Rows and BM25 scores of the best ``k`` chunks with a positive score."""
         tokens = tokenize([query])[0] if query.strip() else []

@@ -19,6 +19,7 @@ from rag.embedding import Embedder
 from rag.errors import ConfigError, DocumentNotFoundError, InvalidRequestError
 from rag.generators.base import Generator, GeneratorContext
 from rag.generators.registry import load_generator
+from rag.rerank import RerankWeights
 from rag.retrieval import RetrievalParams
 from rag.retrieval import search as retrieve
 from rag.store import IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash
@@ -60,11 +61,17 @@ class RagPipeline:
         self._embedder = embedder
         self._snapshot: IndexSnapshot | None = None
         self._generators: dict[str, Generator] = {}
+        s = self.settings
         self.retrieval_params = RetrievalParams(
-            candidates=self.settings.candidates,
-            fusion=self.settings.fusion,
-            rrf_k=self.settings.rrf_k,
-            dense_weight=self.settings.dense_weight,
+            candidates=s.candidates,
+            fusion=s.fusion,
+            rrf_k=s.rrf_k,
+            dense_weight=s.dense_weight,
+            source_queries=s.source_queries,
+            rerank_depth=s.rerank_depth,
+            weights=RerankWeights(recency=s.recency_weight, half_life_days=s.recency_half_life_days),
+            per_doc=s.max_chunks_per_article,
+            collapse_duplicates=s.collapse_duplicates,
         )
 
     # -- parts ---------------------------------------------------------------------------
@@ -84,7 +91,8 @@ class RagPipeline:
                 f"chunks of {self.settings.chunk_tokens} tokens do not fit the embedding model, which reads "
                 f"at most {window}; set RAG_CHUNK_TOKENS to {window} or less"
             )
-        return IndexSpec(self.embedder.identity, self.settings.chunk_tokens, self.settings.chunk_overlap)
+        s = self.settings
+        return IndexSpec(self.embedder.identity, s.chunk_tokens, s.chunk_overlap, s.embed_titles)
 
     def snapshot(self) -> IndexSnapshot:
         """The committed index, reloaded when another process has committed a newer one."""
@@ -161,7 +169,10 @@ class RagPipeline:
             return report
 
         new_chunks = [c for article in to_embed for c in self._chunk(article)]
-        new_vectors = self.embedder.embed_passages([c.text for c in new_chunks], progress=progress)
+        titles = {a.id: a.title for a in to_embed}
+        new_vectors = self.embedder.embed_passages(
+            [self._embedded_text(c, titles[c.doc_id]) for c in new_chunks], progress=progress
+        )
         report.chunks_embedded = len(new_chunks)
 
         documents: dict[str, StoredDocument] = dict(old_docs)
@@ -181,6 +192,12 @@ class RagPipeline:
         self._snapshot = None
         report.seconds = time.perf_counter() - started
         return report
+
+    def _embedded_text(self, chunk: Chunk, title: str) -> str:
+        """What the embedder reads for a chunk: its text, after the article's title if so set."""
+        if self.settings.embed_titles and title.strip():
+            return f"{title.strip()}\n{chunk.text}"
+        return chunk.text
 
     def _chunk(self, article: Article) -> list[Chunk]:
         s = self.settings

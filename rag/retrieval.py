@@ -6,16 +6,26 @@ Fusion methods (``Settings.fusion``), compared on the dev sets in ``bench/fusion
 * ``rrf``: reciprocal rank fusion, ``sum 1 / (rrf_k + rank)`` over the two lists;
 * ``weighted``: a convex mix of the two scores, each min-max normalised over its candidates;
 * ``dense`` / ``bm25``: one retriever alone (baselines).
+
+After fusion: when the question names sources of the index (``rag.decompose``), one
+sub-query per named source, restricted to it, is fused the same way and merged with
+the main list by reciprocal rank; then the first ``rerank_depth`` candidates are
+re-ranked (``rag.rerank``) and at most ``per_doc`` chunks of one article are let into
+the top ``k``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Literal
 
 import numpy as np
 
+from rag.decompose import SubQuery, day_mask, source_mask, sub_queries
+from rag.dedup import collapse
+from rag.rerank import QueryTerms, RerankWeights, diversify, rerank
 from rag.store import IndexSnapshot
 from rag.types import Passage, SearchFilters
 
@@ -28,6 +38,13 @@ class RetrievalParams:
     fusion: Fusion = "rrf"
     rrf_k: int = 60
     dense_weight: float = 0.5
+    source_queries: bool = True
+    source_candidates: int = 40
+    rerank_depth: int = 100
+    weights: RerankWeights = field(default_factory=RerankWeights)
+    per_doc: int = 0
+    collapse_duplicates: bool = False
+    duplicate_threshold: float = 0.8
 
 
 def allowed_rows(snapshot: IndexSnapshot, filters: SearchFilters) -> np.ndarray:
@@ -39,11 +56,13 @@ def allowed_rows(snapshot: IndexSnapshot, filters: SearchFilters) -> np.ndarray:
         keep = True
         if sources and (art.source or "").lower() not in sources:
             keep = False
-        date = (art.published_at or "")[:10]
-        if filters.published_after and (not date or date < filters.published_after[:10]):
+        published = (art.published_at or "")[:10]
+        if filters.published_after and (not published or published < filters.published_after[:10]):
             keep = False
-        if filters.published_before and (not date or date > filters.published_before[:10]):
+        if filters.published_before and (not published or published > filters.published_before[:10]):
             keep = False
+        if filters.as_of and published and published > filters.as_of[:10]:
+            keep = False  # not yet published on that day; undated articles stay
         ok_doc[doc_id] = keep
     return np.fromiter((ok_doc[c.doc_id] for c in snapshot.chunks), dtype=bool, count=len(snapshot.chunks))
 
@@ -79,15 +98,12 @@ def fuse(
         return dense
     if params.fusion == "bm25":
         return lexical
-    fused: dict[int, float] = {}
     if params.fusion == "rrf":
-        for ranking in (dense, lexical):
-            for rank, (row, _) in enumerate(ranking, start=1):
-                fused[row] = fused.get(row, 0.0) + 1.0 / (params.rrf_k + rank)
-    else:
-        for ranking, weight in ((dense, params.dense_weight), (lexical, 1.0 - params.dense_weight)):
-            for row, score in _min_max(ranking):
-                fused[row] = fused.get(row, 0.0) + weight * score
+        return reciprocal_rank([dense, lexical], params.rrf_k)
+    fused: dict[int, float] = {}
+    for ranking, weight in ((dense, params.dense_weight), (lexical, 1.0 - params.dense_weight)):
+        for row, score in _min_max(ranking):
+            fused[row] = fused.get(row, 0.0) + weight * score
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
 
 
@@ -109,15 +125,97 @@ def search(
     filters: SearchFilters | None = None,
 ) -> list[Passage]:
     """The ``k`` best passages for ``query``, best first."""
-    mask = allowed_rows(snapshot, filters) if filters and not filters.is_empty() else None
+    filters = filters or SearchFilters()
+    mask = allowed_rows(snapshot, filters) if not filters.is_empty() else None
     pool = max(params.candidates, k)
-    dense = (
-        dense_search(snapshot, embed_query(query), pool, mask) if params.fusion != "bm25" else []
-    )
+    query_vector = embed_query(query) if params.fusion != "bm25" or params.rerank_depth else None
+    ranked = _fused(snapshot, query_vector, query, pool, params, mask)
+    as_of = _day(filters.as_of)
+    subs = sub_queries(snapshot, query) if params.source_queries and not filters.sources else []
+    leaders: list[int] = []
+    if subs:
+        lists = [ranked]
+        for sub in subs:
+            sub_ranked = _sub_query(snapshot, embed_query, sub, params, mask, as_of, query_vector is not None)
+            lists.append(sub_ranked)
+            best = next((row for row, _ in sub_ranked if row not in leaders), None)
+            if best is not None:
+                leaders.append(best)
+        ranked = reciprocal_rank(lists, params.rrf_k)
+    if params.rerank_depth:
+        terms = QueryTerms.of(snapshot, query, ignore=[s for sub in subs for s in sub.sources])
+        ranked = rerank(snapshot, query_vector, terms, ranked, params.rerank_depth, params.weights, as_of)
+    ranked = lead_with(ranked, leaders)
+    if params.collapse_duplicates:
+        head = max(k, 30)
+        folded = collapse(snapshot, ranked[:head], params.duplicate_threshold)
+        seen = {row for row, _ in folded}
+        ranked = folded + [item for item in ranked[head:] if item[0] not in seen]
+    ranked = diversify(snapshot, ranked, params.per_doc, k)
+    return [to_passage(snapshot, row, score) for row, score in ranked[:k]]
+
+
+def _fused(
+    snapshot: IndexSnapshot, query_vector: np.ndarray | None, query: str, pool: int, params: RetrievalParams,
+    mask: np.ndarray | None,
+) -> list[tuple[int, float]]:
+    dense = []
+    if params.fusion != "bm25" and query_vector is not None:
+        dense = dense_search(snapshot, query_vector, pool, mask)
     lexical = snapshot.lexical.search(query, pool, mask) if params.fusion != "dense" else []
     if mask is not None:  # bm25s gives masked rows a zero score; drop any that slip through
         lexical = [(row, s) for row, s in lexical if mask[row]]
-    return [to_passage(snapshot, row, score) for row, score in fuse(dense, lexical, params)[:k]]
+    return fuse(dense, lexical, params)
+
+
+def _sub_query(
+    snapshot: IndexSnapshot, embed_query: Callable[[str], np.ndarray], sub: SubQuery, params: RetrievalParams,
+    mask: np.ndarray | None, as_of: date | None, dense: bool,
+) -> list[tuple[int, float]]:
+    """Candidates for one part of a question, restricted to the source (and day) it names."""
+    rows = source_mask(snapshot, list(sub.sources))
+    if sub.day is not None:
+        on_day = rows & day_mask(snapshot, sub.day)
+        rows = on_day if on_day.any() else rows
+    if mask is not None:
+        rows = rows & mask
+    if not rows.any():
+        return []
+    vector = embed_query(sub.text) if dense else None
+    ranked = _fused(snapshot, vector, sub.text, params.source_candidates, params, rows)
+    if params.rerank_depth:
+        terms = QueryTerms.of(snapshot, sub.text, ignore=sub.sources)
+        ranked = rerank(snapshot, vector, terms, ranked, params.rerank_depth, params.weights, as_of)
+    return ranked
+
+
+def lead_with(ranked: list[tuple[int, float]], leaders: list[int]) -> list[tuple[int, float]]:
+    """Move the ``leaders`` rows (the best answer to each part of a question) to the top,
+    in their ranked order, so that evidence for every part is near the top."""
+    if not leaders:
+        return ranked
+    wanted = set(leaders)
+    first = [item for item in ranked if item[0] in wanted]
+    if not first:
+        return ranked
+    top = first[0][1]
+    return [(row, max(score, top)) for row, score in first] + [item for item in ranked if item[0] not in wanted]
+
+
+def reciprocal_rank(lists: list[list[tuple[int, float]]], rrf_k: int) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of several ranked lists."""
+    fused: dict[int, float] = {}
+    for ranking in lists:
+        for rank, (row, _) in enumerate(ranking, start=1):
+            fused[row] = fused.get(row, 0.0) + 1.0 / (rrf_k + rank)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _day(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value[:10]) if value else None
+    except ValueError:
+        return None
 
 
 def to_passage(snapshot: IndexSnapshot, row: int, score: float) -> Passage:

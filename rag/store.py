@@ -60,6 +60,7 @@ class IndexSpec:
     model: ModelIdentity
     chunk_tokens: int
     chunk_overlap: int
+    embed_titles: bool = False
 
     def check(self, manifest: dict[str, Any], where: Path) -> None:
         model = manifest.get("model", {})
@@ -70,6 +71,13 @@ class IndexSpec:
                 f"({model.get('dimension')}-d, sha256 {str(model.get('sha256'))[:12]}), but the current "
                 f"model is {self.model.name!r} ({self.model.dimension}-d, sha256 {self.model.sha256[:12]}); "
                 "rebuild it with `rag ingest --rebuild PATHS` or point --index elsewhere"
+            )
+        if bool(chunking.get("embed_titles", False)) != self.embed_titles:
+            raise IndexMismatchError(
+                f"the index at {where} was built {'with' if chunking.get('embed_titles') else 'without'} "
+                f"article titles in the embedded text, but the settings ask "
+                f"{'for' if self.embed_titles else 'against'} them; rebuild it with `rag ingest --rebuild PATHS`, "
+                "or set RAG_EMBED_TITLES to the index's value"
             )
         if (chunking.get("max_tokens"), chunking.get("overlap")) != (self.chunk_tokens, self.chunk_overlap):
             raise IndexMismatchError(
@@ -106,6 +114,8 @@ class IndexSnapshot:
         self.lexical = lexical
         self.faiss_ids = np.fromiter((faiss_id(c.id) for c in chunks), dtype=np.int64, count=len(chunks))
         self.row_by_faiss_id = {int(fid): row for row, fid in enumerate(self.faiss_ids)}
+        # Data derived from the snapshot by readers, computed on first use (a snapshot never changes).
+        self.derived: dict[str, Any] = {}
         self.rows_by_doc: dict[str, list[int]] = {}
         for row, c in enumerate(chunks):
             self.rows_by_doc.setdefault(c.doc_id, []).append(row)
@@ -214,6 +224,7 @@ class IndexStore:
             "created_at": now,
             "model": asdict(spec.model) | {"normalized": True},
             "chunking": {"max_tokens": spec.chunk_tokens, "overlap": spec.chunk_overlap,
+                         "embed_titles": spec.embed_titles,
                          "sentence_aware": True},
             "faiss": {"factory": FAISS_FACTORY, "metric": "inner_product"},
             "lexical": {"kind": "bm25s", "tokens": "english stop words, snowball stems"},

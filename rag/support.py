@@ -37,6 +37,13 @@ class SourceSentence:
     start: int
     end: int
     text: str
+    doc_id: str = ""
+    doc_start: int = -1  # offset in the article
+    prev_doc_start: int | None = None  # article offset of the sentence before it, if the passage holds it
+
+    def follows(self, other: SourceSentence) -> bool:
+        """Whether this sentence comes right after ``other`` in their article."""
+        return self.doc_id == other.doc_id and self.prev_doc_start is not None and self.prev_doc_start == other.doc_start
 
 
 def content_terms(text: str) -> set[str]:
@@ -49,11 +56,14 @@ def passage_sentences(passages: Sequence[Passage]) -> list[SourceSentence]:
     out: list[SourceSentence] = []
     seen: set[tuple[str, int]] = set()
     for i, passage in enumerate(passages):
+        previous: int | None = None
         for number, (start, end) in enumerate(split_sentences(passage.text)):
             key = (passage.doc_id, passage.start + start)
             if key not in seen:
                 seen.add(key)
-                out.append(SourceSentence(i, number, start, end, passage.text[start:end]))
+                out.append(SourceSentence(i, number, start, end, passage.text[start:end],
+                                          passage.doc_id, passage.start + start, previous))
+            previous = passage.start + start
     return out
 
 

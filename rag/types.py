@@ -131,9 +131,11 @@ class SearchFilters:
     sources: tuple[str, ...] = ()
     published_after: str | None = None
     published_before: str | None = None
+    # The day the question is asked: later articles are left out and recent ones preferred.
+    as_of: str | None = None
 
     def is_empty(self) -> bool:
-        return not self.sources and self.published_after is None and self.published_before is None
+        return not self.sources and not self.published_after and not self.published_before and not self.as_of
 
 
 @dataclass(frozen=True)

@@ -100,9 +100,6 @@ class ExtractiveGenerator(BaseGenerator):
 
 
 def _continues(prev: SourceSentence, cur: SourceSentence) -> bool:
-    """``cur`` directly follows ``prev`` in the same passage and opens with a reference back."""
-    return (
-        prev.passage == cur.passage
-        and cur.number == prev.number + 1
-        and bool(_ANAPHORIC_START.match(cur.text))
-    )
+    """``cur`` directly follows ``prev`` in their article and opens with a reference back.
+    (The two may come from overlapping passages: a shared sentence is kept only once.)"""
+    return cur.follows(prev) and bool(_ANAPHORIC_START.match(cur.text))
