@@ -9,7 +9,7 @@ PIP_TORCH_ARGS ?=
 QUESTION ?= Which lenders did Xiaomi partner with?
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test index serve bench lint clean
+.PHONY: setup demo test index serve eval bench lint clean
 
 setup: $(STAMP)
 
@@ -37,15 +37,21 @@ serve: index
 EVAL ?= ../shared/eval
 BENCH_DIR ?= /tmp/rag-bench
 RTQA := $(EVAL)/realtimeqa-gold-dev
+MULTIHOP := $(EVAL)/multihop-rag-dev
+
+# Retrieval quality on both dev sets with the default settings (indexes cached in ~/.cache/rag-news).
+eval: setup
+	$(BIN)/rag eval $(MULTIHOP)/queries.jsonl --corpus $(MULTIHOP)/corpus.jsonl
+	$(BIN)/rag eval $(RTQA)/queries.jsonl --corpus $(RTQA)/corpus.jsonl
 
 bench: setup
 	$(BIN)/python bench/latency.py
 	mkdir -p $(BENCH_DIR) && head -200 $(RTQA)/corpus.jsonl > $(BENCH_DIR)/rtqa-200.jsonl
 	$(BIN)/python bench/latency.py --corpus $(BENCH_DIR)/rtqa-200.jsonl --questions-file $(RTQA)/queries.jsonl
-	$(BIN)/python bench/fusion.py $(RTQA) --index $(BENCH_DIR)/realtimeqa-index
-	$(BIN)/python bench/latency.py --index $(BENCH_DIR)/realtimeqa-index --questions-file $(RTQA)/queries.jsonl
-	$(BIN)/python bench/answers.py $(EVAL)/multihop-rag-dev --index $(BENCH_DIR)/multihop-index
-	$(BIN)/python bench/generators.py --eval-dir $(EVAL) --seed-index $(BENCH_DIR)/seed-index --multihop-index $(BENCH_DIR)/multihop-index --realtimeqa-index $(BENCH_DIR)/realtimeqa-index
+	$(BIN)/python bench/retrieval.py --eval-dir $(EVAL) --bench-dir $(BENCH_DIR)
+	$(BIN)/python bench/latency.py --index $(BENCH_DIR)/realtimeqa-t200-40 --questions-file $(RTQA)/queries.jsonl
+	$(BIN)/python bench/answers.py $(MULTIHOP) --index $(BENCH_DIR)/multihop-t200-40
+	$(BIN)/python bench/generators.py --eval-dir $(EVAL) --seed-index $(BENCH_DIR)/seed-index --multihop-index $(BENCH_DIR)/multihop-t200-40 --realtimeqa-index $(BENCH_DIR)/realtimeqa-t200-40
 
 lint: setup
 	$(BIN)/ruff check rag api tests bench

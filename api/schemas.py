@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class Filters(BaseModel):
@@ -16,12 +17,23 @@ class Filters(BaseModel):
     sources: list[str] = Field(default_factory=list, max_length=100, description="Article sources to keep.")
     published_after: str | None = Field(None, description="ISO date: keep articles published on/after it.")
     published_before: str | None = Field(None, description="ISO date: keep articles published on/before it.")
+    as_of: str | None = Field(
+        None,
+        description="ISO day the question is asked on: later articles are left out, recent ones preferred.",
+    )
 
     @field_validator("published_after", "published_before")
     @classmethod
     def _iso_date(cls, value: str | None) -> str | None:
         if value is not None and not _DATE.match(value):
             raise ValueError("must be an ISO date such as 2024-05-31")
+        return value
+
+    @field_validator("as_of")
+    @classmethod
+    def _iso_day(cls, value: str | None) -> str | None:
+        if value is not None and not _DAY.match(value):
+            raise ValueError("must be an ISO day such as 2024-05-31")
         return value
 
 

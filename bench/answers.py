@@ -39,7 +39,7 @@ from rag.generators.extractive import ExtractiveGenerator
 from rag.pipeline import RagPipeline
 
 DEFAULT_EVAL_DIR = "../shared/eval/multihop-rag-dev"
-DEFAULT_INDEX = Path("/tmp/rag-bench/multihop-index")
+DEFAULT_INDEX = Path("/tmp/rag-bench/multihop-t200-40")
 THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
 
 

@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=4, help="MultiHop-RAG: every N-th question")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions of each set")
     parser.add_argument("--seed-index", type=Path, default=BENCH_DIR / "seed-index")
-    parser.add_argument("--multihop-index", type=Path, default=BENCH_DIR / "multihop-index")
-    parser.add_argument("--realtimeqa-index", type=Path, default=BENCH_DIR / "realtimeqa-index")
+    parser.add_argument("--multihop-index", type=Path, default=BENCH_DIR / "multihop-t200-40")
+    parser.add_argument("--realtimeqa-index", type=Path, default=BENCH_DIR / "realtimeqa-t200-40")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     generators = [g.strip() for g in args.generators.split(",") if g.strip()]

@@ -23,7 +23,7 @@ operation. Reported: median, p95 (linear interpolation), mean, min and max in ms
 Reproduce (from the repository root)::
 
     .venv/bin/python bench/latency.py
-    .venv/bin/python bench/latency.py --index /tmp/rag-bench/realtimeqa-index \\
+    .venv/bin/python bench/latency.py --index /tmp/rag-bench/realtimeqa-t200-40 \\
         --questions-file ../shared/eval/realtimeqa-gold-dev/queries.jsonl
 
 ``RAG_*`` environment variables and a ``.env`` file are read as usual by ``Settings``;

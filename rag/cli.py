@@ -63,6 +63,9 @@ def _filter_options(f: F) -> F:
     f = click.option("--after", "published_after", default=None, help="Only articles published on/after DATE.")(f)
     f = click.option("--before", "published_before", default=None,
                      help="Only articles published on/before DATE.")(f)
+    f = click.option("--as-of", "as_of", default=None,
+                     help="The day (YYYY-MM-DD) the question is asked: later articles are left out, "
+                          "recent ones preferred.")(f)
     return f
 
 
@@ -79,8 +82,9 @@ def _pipeline(settings: Settings) -> Any:
     return RagPipeline(settings)
 
 
-def _filters(sources: tuple[str, ...], published_after: str | None, published_before: str | None) -> SearchFilters:
-    return SearchFilters(tuple(sources), published_after, published_before)
+def _filters(sources: tuple[str, ...], published_after: str | None, published_before: str | None,
+             as_of: str | None = None) -> SearchFilters:
+    return SearchFilters(tuple(sources), published_after, published_before, as_of)
 
 
 def _print_json(data: Any) -> None:
@@ -141,13 +145,13 @@ def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebui
 @_json_option
 def ask(question: str, index_dir: Path | None, k: int | None, generator: str | None, local_model: Path | None,
         stream: bool, sources: tuple[str, ...], published_after: str | None, published_before: str | None,
-        as_json: bool) -> None:
+        as_of: str | None, as_json: bool) -> None:
     """Answer QUESTION from the index, citing the exact spans the answer rests on.
 
     An LLM's words are printed as they come; its answer is then checked against
     the passages, and the checked answer and its citations are printed below."""
     pipeline = _pipeline(_settings(index_dir, local_model=local_model))
-    filters = _filters(sources, published_after, published_before)
+    filters = _filters(sources, published_after, published_before, as_of)
     if as_json or not stream:
         answer = pipeline.ask(question, k=k, generator=generator, filters=filters)
         if as_json:
@@ -176,10 +180,10 @@ def ask(question: str, index_dir: Path | None, k: int | None, generator: str | N
 @_filter_options
 @_json_option
 def search(query: str, index_dir: Path | None, k: int | None, sources: tuple[str, ...],
-           published_after: str | None, published_before: str | None, as_json: bool) -> None:
+           published_after: str | None, published_before: str | None, as_of: str | None, as_json: bool) -> None:
     """Show the passages that best match QUERY, best first."""
     pipeline = _pipeline(_settings(index_dir))
-    passages = pipeline.search(query, k=k, filters=_filters(sources, published_after, published_before))
+    passages = pipeline.search(query, k=k, filters=_filters(sources, published_after, published_before, as_of))
     if as_json:
         _print_json({"results": [p.to_dict() for p in passages]})
     else:

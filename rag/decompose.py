@@ -63,6 +63,7 @@ class SubQuery:
     text: str
     sources: tuple[str, ...]
     day: date | None = None
+    mention: str = ""  # the words that named the source
 
 
 _MONTH_NAMES = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
@@ -103,7 +104,8 @@ def sub_queries(snapshot: Any, question: str) -> list[SubQuery]:
         begin = mentions[i - 1].end() if i else 0
         end = mentions[i + 1].start() if i + 1 < len(mentions) else len(question)
         text = question[begin:end].strip(" ,.;:'\"‘’“”?")
-        sub = SubQuery(text or question, tuple(sorted(aliases[match.group(1)])), named_day(question[begin:end]))
+        sub = SubQuery(text or question, tuple(sorted(aliases[match.group(1)])), named_day(question[begin:end]),
+                       match.group(1))
         if sub not in subs:
             subs.append(sub)
     return subs

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 
@@ -208,7 +209,15 @@ class RagPipeline:
     def search(self, query: str, k: int | None = None, filters: SearchFilters | None = None) -> list[Passage]:
         query = self._check_text(query, "query")
         k = self._check_k(k)
-        return retrieve(self.snapshot(), self.embedder.embed_query, query, k, self.retrieval_params, filters)
+        if filters is not None and filters.as_of:
+            try:
+                date.fromisoformat(filters.as_of)
+            except ValueError:
+                raise InvalidRequestError(
+                    f"as_of must be a day written YYYY-MM-DD, not {filters.as_of!r}"
+                ) from None
+        return retrieve(self.snapshot(), self.embedder.embed_query, query, k, self.retrieval_params, filters,
+                        embed_texts=self.embedder.embed_passages)
 
     def ask(
         self,

@@ -20,7 +20,7 @@ articles see several.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -132,6 +132,41 @@ def rerank(
     return [(head[i][0], float(score[i])) for i in order] + [
         (row, floor - (n + 1) * 1e-6) for n, (row, _) in enumerate(tail)
     ]
+
+
+def sentence_vectors(snapshot: Any, rows: Sequence[int], embed: Callable[[list[str]], np.ndarray]) -> list[np.ndarray]:
+    """Per row, the embeddings of its sentences (computed on first use, then kept)."""
+    cache: dict[int, np.ndarray] = snapshot.derived.setdefault("sentence_vectors", {})
+    missing = [r for r in dict.fromkeys(rows) if r not in cache]
+    if missing:
+        texts: list[str] = []
+        counts: list[int] = []
+        for row in missing:
+            text = snapshot.chunks[row].text
+            sentences = [text[s:e] for s, e in split_sentences(text)] or [text]
+            texts.extend(sentences)
+            counts.append(len(sentences))
+        vectors = embed(texts)
+        at = 0
+        for row, n in zip(missing, counts, strict=True):
+            cache[row] = vectors[at:at + n]
+            at += n
+    return [cache[r] for r in rows]
+
+
+def rerank_by_sentences(
+    snapshot: Any, query_vector: np.ndarray, ranked: list[tuple[int, float]], top: int, weight: float,
+    embed: Callable[[list[str]], np.ndarray],
+) -> list[tuple[int, float]]:
+    """The first ``top`` candidates re-scored with the cosine of their best sentence."""
+    head, tail = ranked[:top], ranked[top:]
+    if not head:
+        return ranked
+    q = query_vector.astype(np.float32).ravel()
+    best = [float((v @ q).max()) for v in sentence_vectors(snapshot, [row for row, _ in head], embed)]
+    scored = sorted(((row, score + weight * b) for (row, score), b in zip(head, best, strict=True)),
+                    key=lambda item: -item[1])
+    return scored + tail
 
 
 def diversify(snapshot: Any, ranked: list[tuple[int, float]], per_doc: int, k: int) -> list[tuple[int, float]]:

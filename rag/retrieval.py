@@ -25,7 +25,7 @@ import numpy as np
 
 from rag.decompose import SubQuery, day_mask, source_mask, sub_queries
 from rag.dedup import collapse
-from rag.rerank import QueryTerms, RerankWeights, diversify, rerank
+from rag.rerank import QueryTerms, RerankWeights, diversify, rerank, rerank_by_sentences
 from rag.store import IndexSnapshot
 from rag.types import Passage, SearchFilters
 
@@ -40,6 +40,9 @@ class RetrievalParams:
     dense_weight: float = 0.5
     source_queries: bool = True
     source_candidates: int = 40
+    lead_depth: int = 1
+    sentence_rerank: int = 0
+    sentence_weight: float = 2.0
     rerank_depth: int = 100
     weights: RerankWeights = field(default_factory=RerankWeights)
     per_doc: int = 0
@@ -123,8 +126,10 @@ def search(
     k: int,
     params: RetrievalParams,
     filters: SearchFilters | None = None,
+    embed_texts: Callable[[list[str]], np.ndarray] | None = None,
 ) -> list[Passage]:
-    """The ``k`` best passages for ``query``, best first."""
+    """The ``k`` best passages for ``query``, best first. ``embed_texts`` embeds
+    sentences for ``params.sentence_rerank``."""
     filters = filters or SearchFilters()
     mask = allowed_rows(snapshot, filters) if not filters.is_empty() else None
     pool = max(params.candidates, k)
@@ -136,15 +141,21 @@ def search(
     if subs:
         lists = [ranked]
         for sub in subs:
-            sub_ranked = _sub_query(snapshot, embed_query, sub, params, mask, as_of, query_vector is not None)
-            lists.append(sub_ranked)
-            best = next((row for row, _ in sub_ranked if row not in leaders), None)
-            if best is not None:
-                leaders.append(best)
+            lists.append(_sub_query(snapshot, embed_query, sub, params, mask, as_of, query_vector is not None))
+        led: set[str] = set()
+        for _ in range(params.lead_depth):
+            for sub_ranked in lists[1:]:
+                best = next((row for row, _ in sub_ranked if snapshot.chunks[row].doc_id not in led), None)
+                if best is not None:
+                    leaders.append(best)
+                    led.add(snapshot.chunks[best].doc_id)
         ranked = reciprocal_rank(lists, params.rrf_k)
     if params.rerank_depth:
-        terms = QueryTerms.of(snapshot, query, ignore=[s for sub in subs for s in sub.sources])
+        terms = QueryTerms.of(snapshot, query, ignore=[sub.mention for sub in subs])
         ranked = rerank(snapshot, query_vector, terms, ranked, params.rerank_depth, params.weights, as_of)
+    if params.sentence_rerank and embed_texts is not None and query_vector is not None:
+        ranked = rerank_by_sentences(snapshot, query_vector, ranked, params.sentence_rerank,
+                                     params.sentence_weight, embed_texts)
     ranked = lead_with(ranked, leaders)
     if params.collapse_duplicates:
         head = max(k, 30)
@@ -184,7 +195,7 @@ def _sub_query(
     vector = embed_query(sub.text) if dense else None
     ranked = _fused(snapshot, vector, sub.text, params.source_candidates, params, rows)
     if params.rerank_depth:
-        terms = QueryTerms.of(snapshot, sub.text, ignore=sub.sources)
+        terms = QueryTerms.of(snapshot, sub.text, ignore=[sub.mention])
         ranked = rerank(snapshot, vector, terms, ranked, params.rerank_depth, params.weights, as_of)
     return ranked
 
@@ -198,8 +209,12 @@ def lead_with(ranked: list[tuple[int, float]], leaders: list[int]) -> list[tuple
     first = [item for item in ranked if item[0] in wanted]
     if not first:
         return ranked
-    top = first[0][1]
-    return [(row, max(score, top)) for row, score in first] + [item for item in ranked if item[0] not in wanted]
+    # Scores stay in descending order: the leaders score just above the best of the list.
+    top = max(score for _, score in ranked)
+    n = len(first)
+    return [(row, top + (n - i) * 1e-6) for i, (row, _) in enumerate(first)] + [
+        item for item in ranked if item[0] not in wanted
+    ]
 
 
 def reciprocal_rank(lists: list[list[tuple[int, float]]], rrf_k: int) -> list[tuple[int, float]]:

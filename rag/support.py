@@ -43,7 +43,8 @@ class SourceSentence:
 
     def follows(self, other: SourceSentence) -> bool:
         """Whether this sentence comes right after ``other`` in their article."""
-        return self.doc_id == other.doc_id and self.prev_doc_start is not None and self.prev_doc_start == other.doc_start
+        return (self.doc_id == other.doc_id and self.prev_doc_start is not None
+                and self.prev_doc_start == other.doc_start)
 
 
 def content_terms(text: str) -> set[str]:

@@ -546,3 +546,20 @@ def test_eval_with_a_malformed_gold_file_is_a_clean_error(eval_files: dict[str, 
     assert result.returncode == 1
     _assert_clean_error(result, f"{gold}:3", "not valid JSON")
     assert result.stdout == ""
+
+
+def test_eval_never_replaces_an_index_of_other_articles_without_rebuild(
+    eval_files: dict[str, Path], first_eval: tuple[Run, Path]
+) -> None:
+    """`--index` pointing at someone's index of other articles: refused, the index untouched."""
+    assert first_eval[0].returncode == 0, first_eval[0].stderr
+    f = eval_files
+    other_corpus = f["work"] / "other.jsonl"
+    other_corpus.write_text(json.dumps({"id": "other-1", "title": "Other", "text": "Nothing alike here."}) + "\n",
+                            encoding="utf-8")
+    current = (f["index"] / "CURRENT").read_text()
+    result = _run(f["work"], "eval", str(f["gold"]), "--corpus", str(other_corpus), "--index", str(f["index"]), "-q")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: the index in") and "--rebuild" in result.stderr
+    assert (f["index"] / "CURRENT").read_text() == current

@@ -18,7 +18,7 @@ Pipeline = Annotated[RagPipeline, Depends(get_pipeline)]
 def search_filters(filters: Filters | None) -> SearchFilters | None:
     if filters is None:
         return None
-    return SearchFilters(tuple(filters.sources), filters.published_after, filters.published_before)
+    return SearchFilters(tuple(filters.sources), filters.published_after, filters.published_before, filters.as_of)
 
 
 @router.post("/ask", response_model=AskResponse)
@@ -36,8 +36,10 @@ def search(
     source: Annotated[list[str] | None, Query(description="Keep only these sources.")] = None,
     published_after: Annotated[str | None, Query()] = None,
     published_before: Annotated[str | None, Query()] = None,
+    as_of: Annotated[str | None, Query(description="ISO day the question is asked on.")] = None,
 ) -> dict[str, object]:
     """Passages that best match ``q``, in rank order."""
-    filters = Filters(sources=source or [], published_after=published_after, published_before=published_before)
+    filters = Filters(sources=source or [], published_after=published_after, published_before=published_before,
+                      as_of=as_of)
     passages = pipeline.search(q, k=k, filters=search_filters(filters))
     return {"results": [p.to_dict() for p in passages]}
