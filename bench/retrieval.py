@@ -9,8 +9,9 @@ metrics; each question's ``question_date`` is its "as of" day only where a row s
 
 Rows, in order:
 
-* ``baseline``: reciprocal rank fusion of dense (all-MiniLM-L6-v2) and BM25 top-50
+* ``baseline``: reciprocal rank fusion (k=60) of dense (all-MiniLM-L6-v2) and BM25 top-50
   lists over 200-token chunks (overlap 40), chunk text alone embedded; nothing else;
+* ``+ RRF k=20``: the fusion constant of the default (it also merges the sub-query lists);
 * ``+ titles``: the article title embedded with each chunk (a separate index);
 * ``+ source sub-queries``: a sub-query per source the question names (``rag.decompose``);
 * ``+ re-ranking``: term coverage and best-sentence proximity over the top 100 (``rag.rerank``);
@@ -68,7 +69,9 @@ class Row:
 
 TITLES: dict[str, Any] = {"embed_titles": True}
 ROWS = (
-    Row("baseline (RRF, 200-token chunks)", {"embed_titles": False}, FIRST_STAGE, dates=False),
+    Row("baseline (RRF k=60, 200-token chunks)", {"embed_titles": False}, FIRST_STAGE | {"rrf_k": 60},
+        dates=False),
+    Row("+ RRF k=20", {"embed_titles": False}, FIRST_STAGE, dates=False),
     Row("+ titles embedded", TITLES, FIRST_STAGE, dates=False),
     Row("+ source sub-queries", TITLES, {"rerank_depth": 0}, dates=False),
     Row("+ re-ranking (default without dates)", TITLES, {}, dates=False),

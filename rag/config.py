@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=100, description="Passages returned by default.")
     candidates: int = Field(50, ge=1, le=1000, description="Candidates per retriever before fusion.")
     fusion: Literal["rrf", "weighted", "dense", "bm25"] = "rrf"
-    rrf_k: int = Field(60, ge=1)
+    rrf_k: int = Field(20, ge=1, description="Constant of reciprocal rank fusion.")
     dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Dense share in weighted fusion.")
     source_queries: bool = Field(
         True, description="Give each source a question names its own sub-query (and the day it names, if any)."

@@ -134,9 +134,14 @@ def rerank(
     ]
 
 
+_SENTENCE_CACHE_ROWS = 20_000
+
+
 def sentence_vectors(snapshot: Any, rows: Sequence[int], embed: Callable[[list[str]], np.ndarray]) -> list[np.ndarray]:
     """Per row, the embeddings of its sentences (computed on first use, then kept)."""
     cache: dict[int, np.ndarray] = snapshot.derived.setdefault("sentence_vectors", {})
+    if len(cache) > _SENTENCE_CACHE_ROWS:  # bounded: about 12 kB a row
+        cache.clear()
     missing = [r for r in dict.fromkeys(rows) if r not in cache]
     if missing:
         texts: list[str] = []

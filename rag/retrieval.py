@@ -36,7 +36,7 @@ Fusion = Literal["rrf", "weighted", "dense", "bm25"]
 class RetrievalParams:
     candidates: int = 50
     fusion: Fusion = "rrf"
-    rrf_k: int = 60
+    rrf_k: int = 20
     dense_weight: float = 0.5
     source_queries: bool = True
     source_candidates: int = 40
