@@ -86,6 +86,7 @@ ROWS = (
     Row("alt: first stage only, weighted 0.7", TITLES, FIRST_STAGE | {"fusion": "weighted", "dense_weight": 0.7},
         dates=False),
     Row("alt: first stage only, learned (2-fold)", TITLES, FIRST_STAGE, dates=False, learned=True),
+    Row("alt: weighted 0.3, all stages", TITLES, {"fusion": "weighted", "dense_weight": 0.3}),
     Row("alt: first stage only, dense", TITLES, FIRST_STAGE | {"fusion": "dense"}, dates=False),
     Row("alt: first stage only, BM25", TITLES, FIRST_STAGE | {"fusion": "bm25"}, dates=False),
     Row("alt: at most 1 chunk per article", TITLES, {"per_doc": 1}),
