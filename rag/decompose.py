@@ -113,11 +113,16 @@ def sub_queries(snapshot: Any, question: str) -> list[SubQuery]:
 
 def day_mask(snapshot: Any, day: date, slack_days: int = 1) -> np.ndarray:
     """Boolean mask over chunk rows whose article was published within ``slack_days`` of ``day``."""
-    low, high = (day - timedelta(days=slack_days)).isoformat(), (day + timedelta(days=slack_days)).isoformat()
-    doc_ok = {
-        doc_id: low <= (d.article.published_at or "")[:10] <= high for doc_id, d in snapshot.documents.items()
-    }
-    return np.fromiter((doc_ok[c.doc_id] for c in snapshot.chunks), dtype=bool, count=len(snapshot.chunks))
+    key = ("day_mask", day, slack_days)
+    mask = snapshot.derived.get(key)
+    if mask is None:
+        low, high = (day - timedelta(days=slack_days)).isoformat(), (day + timedelta(days=slack_days)).isoformat()
+        doc_ok = {
+            doc_id: low <= (d.article.published_at or "")[:10] <= high for doc_id, d in snapshot.documents.items()
+        }
+        mask = np.fromiter((doc_ok[c.doc_id] for c in snapshot.chunks), dtype=bool, count=len(snapshot.chunks))
+        snapshot.derived[key] = mask
+    return mask
 
 
 def named_sources(snapshot: Any, question: str) -> list[list[str]]:

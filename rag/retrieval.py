@@ -1,7 +1,7 @@
 """Hybrid retrieval: dense (FAISS inner product) and lexical (BM25) candidates,
 fused into one ranking, with optional filters on source and publication date.
 
-Fusion methods (``Settings.fusion``), compared on the dev sets in ``bench/fusion.py``:
+Fusion methods (``Settings.fusion``), compared on the dev sets in ``bench/retrieval.py``:
 
 * ``rrf``: reciprocal rank fusion, ``sum 1 / (rrf_k + rank)`` over the two lists;
 * ``weighted``: a convex mix of the two scores, each min-max normalised over its candidates;
@@ -10,8 +10,10 @@ Fusion methods (``Settings.fusion``), compared on the dev sets in ``bench/fusion
 After fusion: when the question names sources of the index (``rag.decompose``), one
 sub-query per named source, restricted to it, is fused the same way and merged with
 the main list by reciprocal rank; then the first ``rerank_depth`` candidates are
-re-ranked (``rag.rerank``) and at most ``per_doc`` chunks of one article are let into
-the top ``k``.
+re-ranked (``rag.rerank``; with a recency prior when the search has an as-of day),
+the best chunk of each sub-query leads, near-duplicate articles are folded
+(``rag.dedup``, if set) and at most ``per_doc`` chunks of one article are let into the
+top ``k`` (if set).
 """
 
 from __future__ import annotations

@@ -353,3 +353,18 @@ def test_a_lone_surrogate_in_the_body_is_422_not_500(api: httpx.Client, body: by
     response = api.post("/ask", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["detail"]
+
+
+def test_as_of_filter_keeps_undated_articles_and_rejects_a_bad_day(api: httpx.Client) -> None:
+    # The seed article has no publication date, so an as-of day cannot rule it out.
+    data = _ask(api, question=MISSION_QUESTION, filters={"as_of": "2020-01-01"})
+    assert not data["abstained"] and all(lender in data["answer"] for lender in LENDERS)
+    results = api.get("/search", params={"q": "Xiaomi credit", "as_of": "2020-01-01"}).json()["results"]
+    assert results and results[0]["doc_id"] == SEED_ID
+    for bad in ("2020", "2020-01-01T10:00", "yesterday"):
+        response = api.post("/ask", json={"question": MISSION_QUESTION, "filters": {"as_of": bad}})
+        assert response.status_code == 422, response.text
+        assert "ISO day" in response.text
+    response = api.get("/search", params={"q": "Xiaomi", "as_of": "2020-13-45"})
+    assert response.status_code == 422
+    assert "YYYY-MM-DD" in response.text

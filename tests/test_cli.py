@@ -317,3 +317,12 @@ def test_ask_with_a_missing_local_model_is_a_clean_error(workdir: Path, index_di
     result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local",
                   "--local-model", str(missing))
     _assert_clean_error(result, str(missing), "does not exist")
+
+
+def test_search_as_of_takes_a_day_and_rejects_anything_else(workdir: Path, index_dir: Path, first_ingest: Run) -> None:
+    ok = _run(workdir, "search", "Xiaomi lending partners", "--index", str(index_dir), "--json",
+              "--as-of", "2020-01-01")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["results"], "an undated article stays searchable with an as-of day"
+    bad = _run(workdir, "search", "Xiaomi", "--index", str(index_dir), "--as-of", "last week")
+    _assert_clean_error(bad, "as_of", "YYYY-MM-DD")
