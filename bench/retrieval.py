@@ -45,7 +45,16 @@ import numpy as np
 from _common import build_index, print_table, resolve_from_repo, write_json
 
 from rag.config import Settings
-from rag.evaluation import GoldQuestion, chunk_metrics, distinct, document_metrics, load_gold, quoted_facts, run_eval
+from rag.evaluation import (
+    GoldQuestion,
+    chunk_metrics,
+    distinct,
+    document_metrics,
+    load_gold,
+    quoted_facts,
+    run_eval,
+    squash_whitespace,
+)
 from rag.pipeline import RagPipeline
 from rag.retrieval import dense_search
 
@@ -152,27 +161,26 @@ def learned_fusion(pipeline: RagPipeline, questions: list[GoldQuestion]) -> dict
     data = []
     for q in questions:
         rows, feats = _candidates(pipeline, q.question)
-        facts = [f.replace(" ", "") for f in quoted_facts(pipeline, q, squashed)]
-        texts = [snapshot.chunks[r].text for r in rows]
+        facts = quoted_facts(pipeline, q, squashed)
         if facts:
-            labels = np.asarray([any(f in "".join(t.split()) for f in facts) for t in texts], dtype=np.float64)
+            squashed_facts = [squash_whitespace(f) for f in facts]
+            relevant = [any(f in squash_whitespace(snapshot.chunks[r].text) for f in squashed_facts) for r in rows]
         else:
-            labels = np.asarray([snapshot.chunks[r].doc_id in q.gold_docs for r in rows], dtype=np.float64)
-        data.append((q, rows, feats, labels, bool(facts)))
+            relevant = [snapshot.chunks[r].doc_id in q.gold_docs for r in rows]
+        data.append((q, rows, feats, np.asarray(relevant, dtype=np.float64), facts))
     document: list[dict[str, float]] = []
     chunk: list[dict[str, float]] = []
     for fold in (0, 1):
         train = [d for i, d in enumerate(data) if i % 2 != fold]
         test = [d for i, d in enumerate(data) if i % 2 == fold]
         w = _fit_logistic(np.vstack([d[2] for d in train]), np.concatenate([d[3] for d in train]))
-        for q, rows, feats, _, has_facts in test:
+        for q, rows, feats, _, facts in test:
             order = np.argsort(-(feats @ w[:-1]), kind="stable")
             ranked = [rows[i] for i in order]
             if q.gold_docs:
                 document.append(document_metrics(distinct([snapshot.chunks[r].doc_id for r in ranked]), q.gold_docs))
-            if has_facts:
-                chunk.append(chunk_metrics([snapshot.chunks[r].text for r in ranked],
-                                           quoted_facts(pipeline, q, squashed)))
+            if facts:
+                chunk.append(chunk_metrics([snapshot.chunks[r].text for r in ranked], facts))
     def mean(ms: list[dict[str, float]]) -> dict[str, Any]:
         return {"questions": len(ms)} | {k: round(statistics.fmean(m[k] for m in ms), 4) for k in (ms[0] if ms else {})}
     return {"document": mean(document), "chunk": mean(chunk)}

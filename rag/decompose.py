@@ -125,20 +125,6 @@ def day_mask(snapshot: Any, day: date, slack_days: int = 1) -> np.ndarray:
     return mask
 
 
-def named_sources(snapshot: Any, question: str) -> list[list[str]]:
-    """The sources named in ``question``, one group per mention in order of mention
-    (a group holds the sections a short name stands for)."""
-    pattern, aliases = _source_index(snapshot)
-    if pattern is None:
-        return []
-    groups: list[list[str]] = []
-    for match in pattern.finditer(" ".join(question.split())):
-        group = sorted(aliases[match.group(1)])
-        if group not in groups:
-            groups.append(group)
-    return groups
-
-
 def source_mask(snapshot: Any, sources: list[str]) -> np.ndarray:
     """Boolean mask over chunk rows whose article comes from one of ``sources``."""
     key = ("source_mask", tuple(sources))

@@ -28,8 +28,10 @@ Metrics, each a pure function below and averaged over the questions it applies t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
 import statistics
 import time
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import InvalidRequestError
+from rag.types import SearchFilters
 
 RECALL_AT = (1, 5, 10, 20)
 NULL_TYPE = "null_query"
@@ -145,21 +148,22 @@ def document_metrics(ranked_docs: Sequence[str], gold: Sequence[str]) -> dict[st
 _WHITESPACE = re.compile(r"\s+")
 
 
-def _squash(text: str) -> str:
+def squash_whitespace(text: str) -> str:
+    """``text`` without any whitespace: how gold facts are matched inside passages."""
     return _WHITESPACE.sub("", text)
 
 
 def chunk_metrics(passages: Sequence[str], facts: Sequence[str]) -> dict[str, float]:
     """Hits@4, Hits@10, MRR@10 and MAP@10 of ranked passage texts against gold facts,
     as MultiHop-RAG defines them (whitespace ignored)."""
-    gold = [_squash(f) for f in facts]
+    gold = [squash_whitespace(f) for f in facts]
     if not gold:
         raise ValueError("chunk metrics need at least one gold fact")
     first: int | None = None
     found: set[int] = set()
     precision_sum = 0.0
     for rank, text in enumerate(passages[:10], start=1):
-        squashed = _squash(text)
+        squashed = squash_whitespace(text)
         inside = [i for i, fact in enumerate(gold) if fact in squashed]
         if not inside:
             continue
@@ -255,8 +259,6 @@ def run_eval(
     """Retrieve ``depth`` passages for every question (and answer it with ``answers``),
     scoring each against its gold. With ``question_dates``, a question's ``question_date``
     is passed as the search's "as of" day."""
-    from rag.types import SearchFilters
-
     result = EvalResult()
     texts: dict[str, str] = {}
     squashed: dict[str, str] = {}
@@ -295,8 +297,8 @@ def quoted_facts(pipeline: Any, q: GoldQuestion, squashed: dict[str, str]) -> li
         if not e.fact or e.doc_id not in documents:
             continue
         if e.doc_id not in squashed:
-            squashed[e.doc_id] = _squash(documents[e.doc_id].article.text)
-        if _squash(e.fact) in squashed[e.doc_id]:
+            squashed[e.doc_id] = squash_whitespace(documents[e.doc_id].article.text)
+        if squash_whitespace(e.fact) in squashed[e.doc_id]:
             facts.append(e.fact)
     return facts
 
@@ -394,9 +396,6 @@ def summary_lines(summary: dict[str, Any]) -> Iterator[str]:
 
 def default_index_dir(corpus: Path) -> Path:
     """A cache folder for the index of ``corpus``, one per corpus file."""
-    import hashlib
-    import os
-
     corpus = Path(corpus).resolve()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha256(str(corpus).encode()).hexdigest()[:12]

@@ -42,7 +42,6 @@ class RetrievalParams:
     dense_weight: float = 0.5
     source_queries: bool = True
     source_candidates: int = 40
-    lead_depth: int = 1
     sentence_rerank: int = 0
     sentence_weight: float = 2.0
     rerank_depth: int = 100
@@ -144,13 +143,12 @@ def search(
         lists = [ranked]
         for sub in subs:
             lists.append(_sub_query(snapshot, embed_query, sub, params, mask, as_of, query_vector is not None))
-        led: set[str] = set()
-        for _ in range(params.lead_depth):
-            for sub_ranked in lists[1:]:
-                best = next((row for row, _ in sub_ranked if snapshot.chunks[row].doc_id not in led), None)
-                if best is not None:
-                    leaders.append(best)
-                    led.add(snapshot.chunks[best].doc_id)
+        led: set[str] = set()  # one leader per part, each from its own article
+        for sub_ranked in lists[1:]:
+            best = next((row for row, _ in sub_ranked if snapshot.chunks[row].doc_id not in led), None)
+            if best is not None:
+                leaders.append(best)
+                led.add(snapshot.chunks[best].doc_id)
         ranked = reciprocal_rank(lists, params.rrf_k)
     if params.rerank_depth:
         terms = QueryTerms.of(snapshot, query, ignore=[sub.mention for sub in subs])
