@@ -97,38 +97,112 @@ def cli() -> None:
     """Ask questions over a corpus of news articles; answers cite exact spans."""
 
 
+def _wait_option(f: F) -> F:
+    return click.option(
+        "--wait", type=click.FloatRange(0, 3600), default=0.0, show_default=True, metavar="SECONDS",
+        help="How long to wait when another process is writing to the index.",
+    )(f)
+
+
+def _report_problem(problem: Any) -> None:
+    click.echo(f"skipped {problem}", err=True)
+
+
+def _print_report(report: Any, settings: Settings, as_json: bool) -> None:
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    done = [f"{len(report.added)} added", f"{len(report.updated)} updated", f"{len(report.unchanged)} unchanged"]
+    if report.deleted or report.missing:
+        done = [f"{len(report.deleted)} deleted", f"{len(report.missing)} not found"]
+    else:
+        done.append(f"{len(report.problems)} skipped")
+    click.echo(
+        f"{', '.join(done)}; {report.chunks_embedded} chunks embedded in {report.seconds:.1f}s. The index in "
+        f"{settings.index_dir}/ holds {report.documents} document{'s' if report.documents != 1 else ''} "
+        f"in {report.chunks} chunks."
+    )
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @_index_option
 @_json_option
 @click.option("--rebuild", is_flag=True, help="Start the index afresh from PATHS alone.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebuild: bool, quiet: bool) -> None:
-    """Add the articles in PATHS (files or directories; default: seeds/) to the index.
+@_wait_option
+def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebuild: bool, quiet: bool,
+           wait: float) -> None:
+    """Bring the index up to date with the articles in PATHS (files or directories;
+    default: seeds/).
 
     Reads .txt, .md, .html, .json and .jsonl. Unchanged articles are skipped, changed
-    ones replaced; files that cannot be read are reported and the rest go on.
+    ones replaced; files that cannot be read are reported and the rest go on. Running it
+    again on the same files changes nothing.
     """
     settings = _settings(index_dir)
     pipeline = _pipeline(settings)
     sources = list(paths) or [Path("seeds")]
-
-    def report_problem(problem: Any) -> None:
-        click.echo(f"skipped {problem}", err=True)
-
     report = pipeline.ingest(sources, rebuild=rebuild, progress=not quiet and not as_json,
-                             on_problem=report_problem)
-    if as_json:
-        _print_json(report.to_dict())
-    else:
-        click.echo(
-            f"{len(report.added)} added, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
-            f"{len(report.problems)} skipped; {report.chunks_embedded} chunks embedded in "
-            f"{report.seconds:.1f}s. The index in {settings.index_dir}/ holds {report.documents} "
-            f"document{'s' if report.documents != 1 else ''} in {report.chunks} chunks."
-        )
+                             on_problem=_report_problem, wait=wait)
+    _print_report(report, settings, as_json)
     if not report.added and not report.updated and not report.unchanged:
         click.echo("error: no articles could be read from the given paths", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, allow_dash=True))
+@_index_option
+@_json_option
+@click.option("--replace", is_flag=True, help="Replace stored articles that have the same id.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_wait_option
+def add(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, replace: bool, quiet: bool,
+        wait: float) -> None:
+    """Add the articles in PATHS (files, directories, or - for JSON Lines records on
+    standard input) to the index.
+
+    Only the new articles are embedded. An article whose id is already stored with other
+    content is reported and left alone unless --replace is given.
+    """
+    from rag.corpus import ReadProblem, decode_bytes, read_articles, read_records
+
+    settings = _settings(index_dir)
+    pipeline = _pipeline(settings)
+
+    def items() -> Any:
+        for path in paths:
+            if str(path) == "-":
+                try:
+                    yield from read_records(decode_bytes(sys.stdin.buffer.read()), "<stdin>", jsonl=True)
+                except ValueError as exc:
+                    yield ReadProblem("<stdin>", str(exc))
+            else:
+                yield from read_articles([path])
+
+    report = pipeline.add(items(), replace=replace, progress=not quiet and not as_json,
+                          on_problem=_report_problem, wait=wait)
+    _print_report(report, settings, as_json)
+    if not report.added and not report.updated and not report.unchanged:
+        click.echo("error: no articles were added", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command()
+@click.argument("doc_ids", nargs=-1, required=True, metavar="ID...")
+@_index_option
+@_json_option
+@_wait_option
+def delete(doc_ids: tuple[str, ...], index_dir: Path | None, as_json: bool, wait: float) -> None:
+    """Remove the articles with these ids from the index; they are never retrieved or
+    cited again. Ids that are not stored are reported (exit status 1)."""
+    settings = _settings(index_dir)
+    report = _pipeline(settings).delete(doc_ids, wait=wait)
+    _print_report(report, settings, as_json)
+    for doc_id in report.missing:
+        click.echo(f"error: no document with id {doc_id!r}", err=True)
+    if report.missing:
         sys.exit(EXIT_ERROR)
 
 
@@ -201,7 +275,7 @@ def serve(index_dir: Path | None, host: str | None, port: int | None) -> None:
     from api.app import create_app
 
     settings = _settings(index_dir, host=host, port=port)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=False)
 
 
 @cli.command(name="eval")

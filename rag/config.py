@@ -81,9 +81,31 @@ class Settings(BaseSettings):
     openai_model: str = Field("default", min_length=1, description="Model name sent to that server.")
     openai_api_key: SecretStr = Field(SecretStr("none"), description="API key for that server, if it needs one.")
     openai_timeout: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for that server.")
+    api_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated API keys; when set, writes (and, with auth_reads, reads) need "
+        "'Authorization: Bearer <key>'.",
+    )
+    auth_reads: bool = Field(
+        False, description="With api_keys set, every endpoint but /health, /ready and the docs needs a key."
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed to call the API from a browser ('*': any); empty: no CORS."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_question_chars: int = Field(2000, ge=1)
+    max_document_chars: int = Field(
+        2_000_000, ge=1, description="Longest article (cleaned characters) that is stored; longer ones are refused."
+    )
+    max_request_bytes: int = Field(
+        50_000_000, ge=1, description="Largest HTTP request body the API accepts (413 above it)."
+    )
+    write_wait: float = Field(
+        30.0, ge=0.0, le=3600,
+        description="Seconds a write through the API or the library waits for another writer to finish "
+        "(the CLI waits only when given --wait).",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:

@@ -66,31 +66,39 @@ def read_articles(paths: Iterable[str | Path]) -> Iterator[Article | ReadProblem
 def read_file(path: Path, id_base: Path | None = None) -> Iterator[Article | ReadProblem]:
     """Yield the article(s) in one file; ids of text and HTML files come from the
     path relative to ``id_base`` without its suffix, so a changed file keeps its id."""
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        yield ReadProblem(str(path), f"unsupported file type {suffix or '(none)'}")
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        yield ReadProblem(str(path), f"unsupported file type {path.suffix.lower() or '(none)'}")
         return
     try:
         raw = path.read_bytes()
     except OSError as exc:
         yield ReadProblem(str(path), f"cannot read file ({exc.strerror or exc})")
         return
+    yield from read_bytes(raw, str(path), _path_id(path, id_base))
+
+
+def read_bytes(raw: bytes, name: str, default_id: str) -> Iterator[Article | ReadProblem]:
+    """Yield the article(s) in the content of a file called ``name`` (its suffix picks
+    the format); a text or HTML article without an id of its own gets ``default_id``."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        yield ReadProblem(name, f"unsupported file type {suffix or '(none)'}")
+        return
     try:
         text = decode_bytes(raw)
     except ValueError as exc:
-        yield ReadProblem(str(path), str(exc))
+        yield ReadProblem(name, str(exc))
         return
-    default_id = _path_id(path, id_base)
     if suffix in RECORD_SUFFIXES:
-        yield from _read_records(text, path, jsonl=suffix == ".jsonl")
+        yield from read_records(text, name, jsonl=suffix == ".jsonl")
         return
     try:
         if suffix in HTML_SUFFIXES:
-            article = parse_html(text, default_id=default_id, origin=str(path))
+            article = parse_html(text, default_id=default_id, origin=name)
         else:
-            article = parse_text(text, default_id=default_id, origin=str(path))
+            article = parse_text(text, default_id=default_id, origin=name)
     except ValueError as exc:
-        yield ReadProblem(str(path), str(exc))
+        yield ReadProblem(name, str(exc))
         return
     yield article
 
@@ -178,13 +186,15 @@ def content_id(title: str, text: str) -> str:
     return "doc-" + hashlib.sha256(f"{title}\n{text}".encode()).hexdigest()[:16]
 
 
-def _read_records(text: str, path: Path, jsonl: bool) -> Iterator[Article | ReadProblem]:
+def read_records(text: str, name: str, jsonl: bool) -> Iterator[Article | ReadProblem]:
+    """The records of a JSON Lines (``jsonl``) or JSON text read from ``name``; a line
+    or record that cannot be read becomes a problem naming it and the rest go on."""
     if jsonl:
         entries: list[tuple[str, Any]] = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
+            where = f"{name}:{lineno}"
             try:
                 entries.append((where, json.loads(line)))
             except json.JSONDecodeError as exc:
@@ -193,10 +203,10 @@ def _read_records(text: str, path: Path, jsonl: bool) -> Iterator[Article | Read
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            yield ReadProblem(f"{path}:{exc.lineno}", f"malformed JSON ({exc.msg})")
+            yield ReadProblem(f"{name}:{exc.lineno}", f"malformed JSON ({exc.msg})")
             return
         items = data if isinstance(data, list) else [data]
-        entries = [(f"{path}[{i}]", item) for i, item in enumerate(items)]
+        entries = [(f"{name}[{i}]", item) for i, item in enumerate(items)]
     for where, record in entries:
         try:
             yield parse_record(record, where)

@@ -14,6 +14,7 @@ message fit to show as is. The edges translate them in one place each:
     ├── GeneratorUnavailableError  the LLM (server or model file) cannot be reached  503
     ├── GeneratorFailedError   the LLM answered with an error or garbage             502
     ├── IndexNotFoundError     no index has been built at the configured place       503
+    ├── IndexBusyError         another process holds the write lock                 503
     ├── IndexMismatchError     the index was built with other model/chunk settings   409
     └── IndexCorruptError      index files that are missing or inconsistent          500
 """
@@ -56,6 +57,10 @@ class GeneratorFailedError(RagError):
 
 
 class IndexNotFoundError(RagError):
+    http_status = 503
+
+
+class IndexBusyError(RagError):
     http_status = 503
 
 

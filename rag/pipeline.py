@@ -4,8 +4,10 @@ from it. The embedding model loads once per pipeline, when first needed."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -17,13 +19,13 @@ from rag.chunking import chunk_article
 from rag.config import Settings
 from rag.corpus import ReadProblem, read_articles
 from rag.embedding import Embedder
-from rag.errors import ConfigError, DocumentNotFoundError, InvalidRequestError
+from rag.errors import ConfigError, DocumentNotFoundError, IndexBusyError, InvalidRequestError
 from rag.generators.base import Generator, GeneratorContext
 from rag.generators.registry import load_generator
 from rag.rerank import RerankWeights
 from rag.retrieval import RetrievalParams
 from rag.retrieval import search as retrieve
-from rag.store import IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash
+from rag.store import IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash, pause_point
 from rag.types import Answer, Article, Chunk, GeneratedAnswer, Passage, SearchFilters
 
 
@@ -34,6 +36,8 @@ class IngestReport:
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
     problems: list[ReadProblem] = field(default_factory=list)
     chunks_embedded: int = 0
     documents: int = 0
@@ -46,6 +50,8 @@ class IngestReport:
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "missing": self.missing,
             "problems": [{"where": p.where, "message": p.message} for p in self.problems],
             "chunks_embedded": self.chunks_embedded,
             "documents": self.documents,
@@ -56,11 +62,19 @@ class IngestReport:
 
 
 class RagPipeline:
+    # Optional observers, set by an edge that measures (the API's /metrics); the library itself
+    # knows no metrics package. ``on_stage(stage, seconds)`` hears "embed" and "search" from every
+    # search and "generate" from every answer; ``on_answer(answer)`` hears every finished answer.
+    on_stage: Callable[[str, float], None] | None = None
+    on_answer: Callable[[Answer], None] | None = None
+
     def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None):
         self.settings = settings or Settings()
         self.store = IndexStore(self.settings.index_dir)
         self._embedder = embedder
         self._snapshot: IndexSnapshot | None = None
+        self._load_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._generators: dict[str, Generator] = {}
         s = self.settings
         self.retrieval_params = RetrievalParams(
@@ -97,10 +111,14 @@ class RagPipeline:
 
     def snapshot(self) -> IndexSnapshot:
         """The committed index, reloaded when another process has committed a newer one."""
-        current = self.store.current_generation()
-        if self._snapshot is None or self._snapshot.generation != current:
-            self._snapshot = self.store.load(self.spec)
-        return self._snapshot
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.generation == self.store.current_generation():
+            return snapshot
+        with self._load_lock:  # one load at a time; threads that waited find it done
+            current = self.store.current_generation()
+            if self._snapshot is None or self._snapshot.generation != current:
+                self._snapshot = self.store.load(self.spec)
+            return self._snapshot
 
     def generator(self, name: str | None = None) -> Generator:
         name = name or self.settings.generator
@@ -128,15 +146,31 @@ class RagPipeline:
         rebuild: bool = False,
         progress: bool = False,
         on_problem: Callable[[ReadProblem], None] | None = None,
+        wait: float | None = None,
     ) -> IngestReport:
         """Add the articles under ``paths`` to the index. Unchanged articles (same id,
         same content hash) are skipped; a changed one replaces its old version; only
         new or changed articles are embedded. With ``rebuild``, the index is started
         afresh from ``paths`` alone. Nothing is committed if nothing changed."""
+        return self.add(read_articles(paths), rebuild=rebuild, progress=progress, on_problem=on_problem,
+                        wait=wait)
+
+    def add(
+        self,
+        items: Iterable[Article | ReadProblem],
+        replace: bool = True,
+        rebuild: bool = False,
+        progress: bool = False,
+        on_problem: Callable[[ReadProblem], None] | None = None,
+        wait: float | None = None,
+    ) -> IngestReport:
+        """Store ``items`` (articles, and problems met while reading them, which are
+        reported): new ids are added, unchanged ones skipped, and a changed one
+        replaces its old version unless ``replace`` is false, in which case it is
+        reported as a problem and the stored version stays."""
         started = time.perf_counter()
         report = IngestReport()
         spec = self.spec  # settings the model cannot honour fail here, before any work
-        previous = None if rebuild or not self.store.exists() else self.snapshot()
 
         def skip(problem: ReadProblem) -> None:
             report.problems.append(problem)
@@ -144,55 +178,109 @@ class RagPipeline:
                 on_problem(problem)
 
         incoming: dict[str, StoredDocument] = {}
-        for item in read_articles(paths):
+        limit = self.settings.max_document_chars
+        for item in items:
             if isinstance(item, ReadProblem):
                 skip(item)
-                continue
-            if item.id in incoming:
-                skip(ReadProblem(item.origin or item.id, f"duplicate document id {item.id!r}; the later one wins"))
-            incoming[item.id] = StoredDocument(item, content_hash(item))
-
-        old_docs = previous.documents if previous else {}
-        to_embed: list[Article] = []
-        for doc_id, doc in incoming.items():
-            old = old_docs.get(doc_id)
-            if old is not None and old.content_hash == doc.content_hash:
-                report.unchanged.append(doc_id)
+            elif len(item.text) > limit:
+                skip(ReadProblem(item.origin or item.id,
+                                 f"document {item.id!r} is {len(item.text):,} characters long; the limit is "
+                                 f"{limit:,} (RAG_MAX_DOCUMENT_CHARS)"))
             else:
-                (report.updated if old is not None else report.added).append(doc_id)
-                to_embed.append(doc.article)
+                if item.id in incoming:
+                    skip(ReadProblem(item.origin or item.id,
+                                     f"duplicate document id {item.id!r}; the later one wins"))
+                incoming[item.id] = StoredDocument(item, content_hash(item))
 
-        if not to_embed:  # nothing new: commit nothing (and never replace an index with an empty one)
-            if previous is not None:
-                report.documents, report.chunks = len(old_docs), len(previous.chunks)
-                report.generation = previous.generation
-            report.seconds = time.perf_counter() - started
-            return report
-
-        new_chunks = [c for article in to_embed for c in self._chunk(article)]
-        titles = {a.id: a.title for a in to_embed}
-        new_vectors = self.embedder.embed_passages(
-            [self._embedded_text(c, titles[c.doc_id]) for c in new_chunks], progress=progress
-        )
-        report.chunks_embedded = len(new_chunks)
-
-        documents: dict[str, StoredDocument] = dict(old_docs)
-        documents.update({a.id: incoming[a.id] for a in to_embed})
-        replaced = {a.id for a in to_embed}
-        chunks: list[Chunk] = []
-        vector_parts: list[np.ndarray] = []
-        if previous is not None:
-            for doc_id in old_docs:
-                if doc_id not in replaced:
-                    chunks.extend(previous.chunks[r] for r in previous.rows_by_doc.get(doc_id, []))
-                    vector_parts.append(previous.document_vectors(doc_id))
-        chunks.extend(new_chunks)
-        vector_parts.append(new_vectors)
-        report.generation = self.store.commit(spec, documents.values(), chunks, np.concatenate(vector_parts))
-        report.documents, report.chunks = len(documents), len(chunks)
-        self._snapshot = None
+        with self._writing(wait):
+            previous = None if rebuild or not self.store.exists() else self.snapshot()
+            old_docs = previous.documents if previous else {}
+            changed: list[Article] = []
+            for doc_id, doc in incoming.items():
+                old = old_docs.get(doc_id)
+                if old is not None and old.content_hash == doc.content_hash:
+                    report.unchanged.append(doc_id)
+                elif old is not None and not replace:
+                    skip(ReadProblem(doc.article.origin or doc_id,
+                                     f"document {doc_id!r} is already stored with other content; "
+                                     "replace it with `rag ingest`, `rag add --replace` or PUT /documents/{id}"))
+                else:
+                    (report.updated if old is not None else report.added).append(doc_id)
+                    changed.append(doc.article)
+            if changed:
+                self._commit(spec, previous, {a.id: incoming[a.id] for a in changed}, set(), report, progress)
+            else:  # nothing new: commit nothing (and never replace an index with an empty one)
+                self._describe(previous, report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def delete(self, doc_ids: Iterable[str], wait: float | None = None) -> IngestReport:
+        """Remove these documents, their chunks, vectors and terms; ids that are not
+        stored are listed in ``report.missing`` and change nothing."""
+        started = time.perf_counter()
+        report = IngestReport()
+        with self._writing(wait):
+            previous = self.snapshot() if self.store.exists() else None
+            stored = previous.documents if previous else {}
+            for doc_id in dict.fromkeys(doc_ids):
+                (report.deleted if doc_id in stored else report.missing).append(doc_id)
+            if report.deleted:
+                self._commit(self.spec, previous, {}, set(report.deleted), report, progress=False)
+            else:
+                self._describe(previous, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    @contextmanager
+    def _writing(self, wait: float | None) -> Iterator[None]:
+        """One writer at a time: across the threads of this process, then across processes."""
+        wait = self.settings.write_wait if wait is None else wait
+        acquired = self._write_lock.acquire(timeout=wait) if wait > 0 else self._write_lock.acquire(blocking=False)
+        if not acquired:
+            raise IndexBusyError(f"the index at {self.store.root} is busy with another write; try again")
+        try:
+            with self.store.writer(wait):
+                yield
+        finally:
+            self._write_lock.release()
+
+    def _describe(self, snapshot: IndexSnapshot | None, report: IngestReport) -> None:
+        if snapshot is not None:
+            report.documents, report.chunks = len(snapshot.documents), len(snapshot.chunks)
+            report.generation = snapshot.generation
+
+    def _commit(
+        self,
+        spec: IndexSpec,
+        previous: IndexSnapshot | None,
+        changed: dict[str, StoredDocument],
+        deleted: set[str],
+        report: IngestReport,
+        progress: bool,
+    ) -> None:
+        """Embed the chunks of ``changed`` articles, copy every other chunk and vector of
+        ``previous`` except those of ``deleted`` and replaced articles, and commit."""
+        new_chunks = [c for doc in changed.values() for c in self._chunk(doc.article)]
+        new_vectors = self.embedder.embed_passages(
+            [self._embedded_text(c, changed[c.doc_id].article.title) for c in new_chunks], progress=progress
+        )
+        report.chunks_embedded = len(new_chunks)
+        pause_point("embedded")
+
+        documents: dict[str, StoredDocument] = {}
+        chunks: list[Chunk] = []
+        vectors = [new_vectors]
+        if previous is not None:
+            gone = deleted | changed.keys()
+            documents = {i: d for i, d in previous.documents.items() if i not in gone}
+            keep = np.fromiter((c.doc_id not in gone for c in previous.chunks), dtype=bool,
+                               count=len(previous.chunks))
+            chunks = [c for c, kept in zip(previous.chunks, keep, strict=True) if kept]
+            vectors.insert(0, previous.all_vectors()[keep])
+        documents.update(changed)
+        chunks.extend(new_chunks)
+        report.generation = self.store.commit(spec, documents.values(), chunks, np.concatenate(vectors))
+        report.documents, report.chunks = len(documents), len(chunks)
 
     def _embedded_text(self, chunk: Chunk, title: str) -> str:
         """What the embedder reads for a chunk: its text, after the article's title if so set."""
@@ -216,8 +304,31 @@ class RagPipeline:
                 raise InvalidRequestError(
                     f"as_of must be a day written YYYY-MM-DD, not {filters.as_of!r}"
                 ) from None
-        return retrieve(self.snapshot(), self.embedder.embed_query, query, k, self.retrieval_params, filters,
-                        embed_texts=self.embedder.embed_passages)
+        snapshot, embedder = self.snapshot(), self.embedder
+        embedding = 0.0  # seconds in the embedder, reported apart from the rest of retrieval
+
+        def embed_query(text: str) -> np.ndarray:
+            nonlocal embedding
+            began = time.perf_counter()
+            try:
+                return embedder.embed_query(text)
+            finally:
+                embedding += time.perf_counter() - began
+
+        def embed_texts(texts: list[str]) -> np.ndarray:
+            nonlocal embedding
+            began = time.perf_counter()
+            try:
+                return embedder.embed_passages(texts)
+            finally:
+                embedding += time.perf_counter() - began
+
+        started = time.perf_counter()
+        passages = retrieve(snapshot, embed_query, query, k, self.retrieval_params, filters, embed_texts=embed_texts)
+        if self.on_stage is not None:
+            self.on_stage("embed", embedding)
+            self.on_stage("search", time.perf_counter() - started - embedding)
+        return passages
 
     def ask(
         self,
@@ -270,7 +381,9 @@ class RagPipeline:
         started: float, retrieved: float,
     ) -> Answer:
         done = time.perf_counter()
-        return Answer(
+        if self.on_stage is not None:
+            self.on_stage("generate", done - retrieved)
+        answer = Answer(
             question=question.strip(),
             answer=result.answer,
             reason=result.reason,
@@ -284,6 +397,9 @@ class RagPipeline:
                 "total": round((done - started) * 1000, 2),
             },
         )
+        if self.on_answer is not None:
+            self.on_answer(answer)
+        return answer
 
     def document(self, doc_id: str) -> Article:
         stored = self.snapshot().documents.get(doc_id)

@@ -11,19 +11,33 @@ Layout of an index directory::
         documents.jsonl   cleaned articles with metadata and a content hash
         bm25/             bm25s arrays and vocabulary (JSON and .npy, no pickle)
 
+    .lock                 held (flock) by the one process that writes at a time
+
 A commit writes a new generation in a temporary directory, syncs it, renames
 it into place and then swaps ``CURRENT``; a reader therefore sees either the
 old or the new generation, never a mix, and a crash leaves the last commit intact.
+Every generation is complete and compact: deleted or replaced chunks are simply
+not copied into the next one, and generations older than the previous one are
+removed, so the space of deletions comes back at the next commit while readers
+go on with the generation they hold in memory.
+
+Writers take the lock (:meth:`IndexStore.writer`); the first thing a writer does
+is roll back what a killed writer left behind: temporary directories and a
+generation that was renamed into place but never made current.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +45,18 @@ from typing import Any
 import numpy as np
 
 from rag.embedding import ModelIdentity
-from rag.errors import IndexCorruptError, IndexMismatchError, IndexNotFoundError
+from rag.errors import IndexBusyError, IndexCorruptError, IndexMismatchError, IndexNotFoundError
 from rag.lexical import LexicalIndex
 from rag.types import Article, Chunk
 
 FORMAT_VERSION = 1
 FAISS_FACTORY = "IDMap2,Flat"
 CURRENT = "CURRENT"
-KEEP_GENERATIONS = 2
+LOCK = ".lock"
+LOAD_ATTEMPTS = 3
+# A debugging aid for crash tests: a writer pauses at the named step of a commit
+# (embedded, written, renamed, switched), says so on stderr and waits to be killed.
+PAUSE_VARIABLE = "RAG_DEBUG_PAUSE_AT"
 
 
 def faiss_id(chunk_id: str) -> int:
@@ -123,10 +141,18 @@ class IndexSnapshot:
     def document_vectors(self, doc_id: str) -> np.ndarray:
         """The stored vectors of one document's chunks, in chunk order."""
         rows = self.rows_by_doc.get(doc_id, [])
-        dim = int(self.manifest["model"]["dimension"])
         if not rows:
-            return np.zeros((0, dim), dtype=np.float32)
+            return np.zeros((0, int(self.manifest["model"]["dimension"])), dtype=np.float32)
         return np.stack([self.vectors.reconstruct(int(self.faiss_ids[r])) for r in rows])
+
+    def all_vectors(self) -> np.ndarray:
+        """Every stored vector, row ``i`` belonging to chunk ``i``."""
+        import faiss
+
+        dim = int(self.manifest["model"]["dimension"])
+        if not self.chunks:
+            return np.zeros((0, dim), dtype=np.float32)
+        return faiss.downcast_index(self.vectors.index).reconstruct_n(0, len(self.chunks))
 
 
 class IndexStore:
@@ -150,10 +176,22 @@ class IndexStore:
         return self._read_json(self.root / generation / "manifest.json")
 
     def load(self, spec: IndexSpec | None = None) -> IndexSnapshot:
-        """Load the committed generation; with ``spec``, refuse one built otherwise."""
+        """Load the committed generation; with ``spec``, refuse one built otherwise.
+
+        A writer may commit (and remove an old generation) while this reads; a read
+        that fails because the generation went away is retried with the new one."""
+        for attempt in range(LOAD_ATTEMPTS):
+            generation = self._require_generation()
+            try:
+                return self._load_generation(generation, spec)
+            except IndexCorruptError:
+                if attempt + 1 == LOAD_ATTEMPTS or self.current_generation() == generation:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _load_generation(self, generation: str, spec: IndexSpec | None) -> IndexSnapshot:
         import faiss
 
-        generation = self._require_generation()
         gen_dir = self.root / generation
         manifest = self._read_json(gen_dir / "manifest.json")
         if manifest.get("format_version") != FORMAT_VERSION:
@@ -200,8 +238,8 @@ class IndexStore:
             raise ValueError("one vector per chunk is required")
         self.root.mkdir(parents=True, exist_ok=True)
         previous = self.current_generation()
-        number = int(previous.split("-")[1]) + 1 if previous else 1
-        name = f"gen-{number:06d}"
+        numbers = [_generation_number(p.name) for p in self.root.iterdir() if p.name.startswith("gen-")]
+        name = f"gen-{max([0, *numbers]) + 1:06d}"
         tmp = self.root / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -232,8 +270,10 @@ class IndexStore:
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
+        pause_point("written")
         os.rename(tmp, self.root / name)
         _fsync_dir(self.root)
+        pause_point("renamed")
 
         pointer = self.root / f".{CURRENT}.tmp-{os.getpid()}"
         with open(pointer, "w", encoding="utf-8") as fh:
@@ -242,8 +282,54 @@ class IndexStore:
             os.fsync(fh.fileno())
         os.replace(pointer, self.root / CURRENT)
         _fsync_dir(self.root)
+        pause_point("switched")
         self._prune(keep={name, previous})
         return name
+
+    @contextmanager
+    def writer(self, wait: float = 0.0) -> Iterator[None]:
+        """Hold the index's write lock (one writer at a time across processes),
+        waiting up to ``wait`` seconds for it, and clean up after a killed writer."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise IndexBusyError(self._busy_message(fd)) from None
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self.recover()
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _busy_message(self, fd: int) -> str:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        who = f"process {holder}" if holder.isdigit() else "another process"
+        return (f"the index at {self.root} is being written by {who}; only one writer at a time. "
+                "Try again when it has finished (the CLI's --wait SECONDS waits for it)")
+
+    def recover(self) -> None:
+        """Roll back what an interrupted commit left: temporary files, and generations
+        that never became current. Call only while holding the write lock."""
+        current = self.current_generation()
+        current_number = _generation_number(current) if current else 0
+        for path in self.root.iterdir():
+            unfinished = path.name.startswith((".gen-", f".{CURRENT}.tmp-"))
+            never_current = path.name.startswith("gen-") and _generation_number(path.name) > current_number
+            if unfinished or never_current:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
     def _prune(self, keep: set[str | None]) -> None:
         for path in self.root.iterdir():
@@ -269,6 +355,21 @@ class IndexStore:
         if not isinstance(data, dict):
             raise IndexCorruptError(f"{path} is not a JSON object")
         return data
+
+
+def pause_point(step: str) -> None:
+    """Stop here, if the environment asks to (see ``PAUSE_VARIABLE``), until killed."""
+    if os.environ.get(PAUSE_VARIABLE) == step:
+        print(f"paused at {step}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
+
+
+def _generation_number(name: str) -> int:
+    try:
+        return int(name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return 0
 
 
 def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:

@@ -6,9 +6,7 @@ so each run is made once, in a module-scoped fixture, and several tests read it.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,7 +16,8 @@ from api.schemas import AskResponse, CitationOut, PassageOut
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.pipeline import RagPipeline
-from tests.conftest import ANSWER_KEYS, CITATION_KEYS, LENDERS, MISSION_QUESTION, PASSAGE_KEYS, REPO, SEED_ID, SEEDS
+from tests.conftest import ANSWER_KEYS, CITATION_KEYS, LENDERS, MISSION_QUESTION, PASSAGE_KEYS, SEED_ID, SEEDS
+from tests.processes import assert_clean_error, run_rag
 
 SEED_TITLE = "Xiaomi steps on the accelerator to enter the banking market"
 GOOD_ARTICLE = """Harbour town opens a floating library
@@ -30,40 +29,9 @@ The ferry holds twelve thousand books and will visit four villages along the est
 Run = subprocess.CompletedProcess[str]
 
 
-def _rag_executable() -> str:
-    local = REPO / ".venv" / "bin" / "rag"
-    if local.exists():
-        return str(local)
-    found = shutil.which("rag")
-    if found is None:
-        pytest.skip("the rag command is not installed")
-    return found
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cli-work")
-
-
-def _run(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Run:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
-    environ.update(env or {})
-    return subprocess.run(
-        [_rag_executable(), *args], cwd=workdir, env=environ, capture_output=True, text=True, timeout=600,
-    )
-
-
-def _assert_clean_error(result: Run, *fragments: str) -> str:
-    """A non-zero exit with exactly one ``error: ...`` line on stderr and no traceback."""
-    assert result.returncode != 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 # -- runs, one each -----------------------------------------------------------------------
@@ -76,7 +44,7 @@ def index_dir(workdir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def first_ingest(workdir: Path, index_dir: Path) -> Run:
-    return _run(workdir, "ingest", str(SEEDS), "--index", str(index_dir))
+    return run_rag(workdir, "ingest", str(SEEDS), "--index", str(index_dir))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +52,7 @@ def second_ingest(workdir: Path, index_dir: Path, first_ingest: Run) -> tuple[Ru
     assert first_ingest.returncode == 0, first_ingest.stderr
     current_before = (index_dir / "CURRENT").read_text()
     generations_before = {p.name for p in index_dir.iterdir()}
-    result = _run(workdir, "ingest", str(SEEDS), "--index", str(index_dir), "-q")
+    result = run_rag(workdir, "ingest", str(SEEDS), "--index", str(index_dir), "-q")
     return result, current_before, generations_before, (index_dir / "CURRENT").read_text()
 
 
@@ -97,12 +65,12 @@ def seed_text(index_dir: Path, first_ingest: Run, embedder: Embedder) -> str:
 
 @pytest.fixture(scope="module")
 def ask_human(workdir: Path, index_dir: Path, first_ingest: Run) -> Run:
-    return _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir))
+    return run_rag(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir))
 
 
 @pytest.fixture(scope="module")
 def ask_json(workdir: Path, index_dir: Path, first_ingest: Run) -> Run:
-    return _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "--json")
+    return run_rag(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "--json")
 
 
 # -- ingest --------------------------------------------------------------------------------
@@ -135,7 +103,7 @@ def test_ingest_skips_unreadable_files_and_keeps_the_rest(workdir: Path, embedde
     (corpus / "good.txt").write_text(GOOD_ARTICLE, encoding="utf-8")
     index = workdir / "mixed-index"
 
-    result = _run(workdir, "ingest", str(corpus), "--index", str(index), "-q")
+    result = run_rag(workdir, "ingest", str(corpus), "--index", str(index), "-q")
 
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -160,7 +128,7 @@ def unreadable_only_ingest(workdir: Path) -> tuple[Run, Path]:
     (corpus / "empty.txt").write_bytes(b"   \n")
     (corpus / "blob.md").write_bytes(b"\x00\x01\x02\x03" * 64)
     index = workdir / "unreadable-index"
-    return _run(workdir, "ingest", str(corpus), "--index", str(index), "-q"), index
+    return run_rag(workdir, "ingest", str(corpus), "--index", str(index), "-q"), index
 
 
 def test_ingest_of_nothing_readable_fails_cleanly(unreadable_only_ingest: tuple[Run, Path]) -> None:
@@ -223,7 +191,7 @@ def test_ask_json_has_the_api_shape_and_exact_quotes(ask_json: Run, seed_text: s
 def test_search_json_returns_k_ranked_passages(workdir: Path, index_dir: Path, first_ingest: Run,
                                                seed_text: str) -> None:
     args = ["search", "Xiaomi lending partners", "--index", str(index_dir), "--json", "-k", "2"]
-    result = _run(workdir, *args)
+    result = run_rag(workdir, *args)
     assert result.returncode == 0, result.stderr
     results = json.loads(result.stdout)["results"]
     assert len(results) == 2  # the seed article has more than two chunks
@@ -236,7 +204,7 @@ def test_search_json_returns_k_ranked_passages(workdir: Path, index_dir: Path, f
 
 
 def test_generators_lists_the_builtin_ones(workdir: Path) -> None:
-    result = _run(workdir, "generators")
+    result = run_rag(workdir, "generators")
     assert result.returncode == 0, result.stderr
     names = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
     assert {"extractive", "scripted"} <= names
@@ -248,21 +216,21 @@ def test_generators_lists_the_builtin_ones(workdir: Path) -> None:
 
 def test_ask_without_an_index_is_a_clean_error(workdir: Path) -> None:
     missing = workdir / "no-index-here"
-    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(missing))
-    _assert_clean_error(result, "no index", str(missing), "rag ingest")
+    result = run_rag(workdir, "ask", MISSION_QUESTION, "--index", str(missing))
+    assert_clean_error(result, "no index", str(missing), "rag ingest")
     assert result.stdout == ""
     assert not missing.exists()
 
 
 def test_unknown_generator_is_a_clean_error(workdir: Path, index_dir: Path, first_ingest: Run) -> None:
-    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "--generator", "no-such-gen")
-    _assert_clean_error(result, "no-such-gen", "extractive", "scripted")
+    result = run_rag(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "--generator", "no-such-gen")
+    assert_clean_error(result, "no-such-gen", "extractive", "scripted")
     assert result.stdout == ""
 
 
 def test_invalid_settings_from_the_environment_are_a_clean_error(workdir: Path, index_dir: Path) -> None:
-    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), env={"RAG_TOP_K": "abc"})
-    _assert_clean_error(result, "invalid settings", "top_k")
+    result = run_rag(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), env={"RAG_TOP_K": "abc"})
+    assert_clean_error(result, "invalid settings", "top_k")
     assert result.returncode == 2
 
 
@@ -272,7 +240,7 @@ def test_invalid_settings_from_the_environment_are_a_clean_error(workdir: Path, 
 def test_ask_with_the_local_model_streams_then_prints_checked_citations(
     workdir: Path, index_dir: Path, first_ingest: Run, seed_text: str
 ) -> None:
-    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local",
+    result = run_rag(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local",
                   env={"RAG_LLM_MAX_TOKENS": "96"})
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -291,7 +259,7 @@ def test_ask_with_the_local_model_streams_then_prints_checked_citations(
 def test_ask_json_with_the_local_model_has_checked_exact_citations(
     workdir: Path, index_dir: Path, first_ingest: Run, seed_text: str
 ) -> None:
-    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local", "--json",
+    result = run_rag(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local", "--json",
                   env={"RAG_LLM_MAX_TOKENS": "96"})
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -307,22 +275,22 @@ def test_ask_with_an_unreachable_llm_server_is_a_clean_error(workdir: Path, inde
     from tests.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
-    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "openai",
+    result = run_rag(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "openai",
                   env={"RAG_OPENAI_BASE_URL": url, "RAG_OPENAI_TIMEOUT": "5"})
-    _assert_clean_error(result, "cannot be reached", url)
+    assert_clean_error(result, "cannot be reached", url)
 
 
 def test_ask_with_a_missing_local_model_is_a_clean_error(workdir: Path, index_dir: Path, first_ingest: Run) -> None:
     missing = workdir / "no-such-model.gguf"
-    result = _run(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local",
+    result = run_rag(workdir, "ask", MISSION_QUESTION, "--index", str(index_dir), "-g", "local",
                   "--local-model", str(missing))
-    _assert_clean_error(result, str(missing), "does not exist")
+    assert_clean_error(result, str(missing), "does not exist")
 
 
 def test_search_as_of_takes_a_day_and_rejects_anything_else(workdir: Path, index_dir: Path, first_ingest: Run) -> None:
-    ok = _run(workdir, "search", "Xiaomi lending partners", "--index", str(index_dir), "--json",
+    ok = run_rag(workdir, "search", "Xiaomi lending partners", "--index", str(index_dir), "--json",
               "--as-of", "2020-01-01")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["results"], "an undated article stays searchable with an as-of day"
-    bad = _run(workdir, "search", "Xiaomi", "--index", str(index_dir), "--as-of", "last week")
-    _assert_clean_error(bad, "as_of", "YYYY-MM-DD")
+    bad = run_rag(workdir, "search", "Xiaomi", "--index", str(index_dir), "--as-of", "last week")
+    assert_clean_error(bad, "as_of", "YYYY-MM-DD")
