@@ -1,5 +1,8 @@
 """The FastAPI application: ``create_app(settings)`` builds it; the lifespan
-loads the model (and the index, if one exists) once, before the first request."""
+loads the model (and the index, if one exists) once, before the first request.
+
+Around the routes: request ids, JSON access logs and Prometheus metrics
+(``api/observability.py``), CORS (``RAG_CORS_ORIGINS``) and API keys (``api/security.py``)."""
 
 from __future__ import annotations
 
@@ -14,9 +17,13 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 
+from api.limits import BodySizeLimit
+from api.observability import REQUEST_ID_HEADER, Metrics, RequestContextMiddleware, configure_logging
 from api.routes import answers, documents, openai_compat, stream, system
 from api.routes.openai_compat import is_openai_path, openai_error
+from api.security import ALWAYS_OPEN, ApiKeyMiddleware
 from rag import __version__
 from rag.config import Settings
 from rag.errors import RagError
@@ -27,16 +34,24 @@ log = logging.getLogger("rag.api")
 
 def create_app(settings: Settings | None = None, pipeline: RagPipeline | None = None) -> FastAPI:
     """The app; pass ``pipeline`` to share an already loaded one (tests do)."""
+    settings = pipeline.settings if pipeline is not None else (settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "pipeline", None) is None:
-            app.state.pipeline = RagPipeline(settings or Settings())
+            app.state.pipeline = RagPipeline(settings)
+        served: RagPipeline = app.state.pipeline
+        app.state.metrics.attach(served)
         try:
-            app.state.pipeline.warm_up()
+            served.embedder.embed_query("warm up")  # the model: /ready answers 503 until it is loaded
+            app.state.model_loaded = True
+            served.warm_up()
         except RagError as exc:  # e.g. no index yet: serve, and answer 503 until there is one
             log.warning("starting without a usable index: %s", exc)
-        yield
+        try:
+            yield
+        finally:
+            app.state.metrics.detach(served)
 
     app = FastAPI(
         title="rag",
@@ -45,11 +60,33 @@ def create_app(settings: Settings | None = None, pipeline: RagPipeline | None = 
         lifespan=lifespan,
     )
     app.state.pipeline = pipeline
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(answers.router)
     app.include_router(stream.router)
     app.include_router(documents.router)
     app.include_router(system.router)
     app.include_router(openai_compat.router)
+
+    # Added last, so outermost (in this order): request id, access log and latency; CORS, so that
+    # preflights and refusals carry its headers; the API-key check, before any body is read.
+    configure_logging()
+    app.state.model_loaded = False
+    app.state.metrics = Metrics(lambda: getattr(app.state, "pipeline", None))
+    open_paths = ALWAYS_OPEN | {
+        path for path in (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if path
+    }
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, auth_reads=settings.auth_reads,
+                       open_paths=open_paths)
+    origins = [origin.strip() for origin in settings.cors_origins.split(",") if origin.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=["*"] if "*" in origins else origins,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER],
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
 
     # Errors are {"detail": ...}, except on /v1, where OpenAI clients expect {"error": {...}}.
 

@@ -119,6 +119,46 @@ class DocumentPage(BaseModel):
     documents: list[DocumentSummary]
 
 
+class DocumentIn(BaseModel):
+    """An article to store: the fields of a line of a ``.jsonl`` ingest file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, max_length=1000, description="Document id; default: derived from the content.")
+    title: str | None = Field(None, max_length=10_000)
+    text: str = Field(description="The article text; it is cleaned before it is stored.")
+    url: str | None = Field(None, max_length=10_000)
+    published_at: str | None = Field(None, max_length=100, description="ISO date or date-time.")
+    source: str | None = Field(None, max_length=1000)
+    author: str | None = Field(None, max_length=1000)
+
+
+class DocumentsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(min_length=1, max_length=10_000)
+
+
+class ProblemOut(BaseModel):
+    where: str = Field(description="The record or file (and line) that was skipped.")
+    message: str
+
+
+class WriteResult(BaseModel):
+    """What a write did, and the index it left."""
+
+    ids: list[str] = Field(description="The ids of the documents in the request that are now stored, in order.")
+    added: list[str]
+    updated: list[str]
+    unchanged: list[str]
+    deleted: list[str]
+    problems: list[ProblemOut]
+    chunks_embedded: int
+    documents: int = Field(description="Documents in the index after the write.")
+    chunks: int
+    generation: str | None
+
+
 class GeneratorOut(BaseModel):
     name: str
     target: str
@@ -138,6 +178,18 @@ class Health(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    detail: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    generation: str | None = None
+    documents: int
+    chunks: int
+
+
+class NotReady(BaseModel):
+    ready: bool
     detail: str
 
 
