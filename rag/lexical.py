@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -29,26 +30,57 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
     return [list(t) for t in tokens]
 
 
-class LexicalIndex:
-    """BM25 over the chunk table; row ``i`` is chunk ``i`` of the snapshot."""
+TERMS_VOCABULARY = "terms.vocabulary.json"
+TERMS_IDS = "terms.ids.npy"
+TERMS_OFFSETS = "terms.offsets.npy"
 
-    def __init__(self, bm25: Any, size: int):
+
+class LexicalIndex:
+    """BM25 over the chunk table; row ``i`` is chunk ``i`` of the snapshot.
+
+    The tokens of every chunk are saved beside the BM25 arrays, so the next commit
+    tokenises only new chunks (tokenising is most of the cost of rebuilding BM25)."""
+
+    def __init__(self, bm25: Any, size: int, terms: list[list[str]] | None = None):
         self._bm25 = bm25
         self.size = size
+        self._terms = terms
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> LexicalIndex:
+    def build(cls, terms: list[list[str]]) -> LexicalIndex:
+        """BM25 over chunks given as their tokens (see :func:`tokenize`)."""
         import bm25s
 
         bm25 = bm25s.BM25()
-        if texts:
-            bm25.index(tokenize(texts), show_progress=False)
-        return cls(bm25, len(texts))
+        if terms:
+            bm25.index(terms, show_progress=False)
+        return cls(bm25, len(terms), terms)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         if self.size:
             self._bm25.save(str(directory), show_progress=False)
+        terms = self._terms or []
+        vocabulary = sorted({t for chunk in terms for t in chunk})
+        number = {t: i for i, t in enumerate(vocabulary)}
+        ids = np.fromiter((number[t] for chunk in terms for t in chunk), dtype=np.int32)
+        offsets = np.cumsum([0, *(len(chunk) for chunk in terms)], dtype=np.int64)
+        (directory / TERMS_VOCABULARY).write_text(json.dumps(vocabulary, ensure_ascii=False), encoding="utf-8")
+        np.save(directory / TERMS_IDS, ids, allow_pickle=False)
+        np.save(directory / TERMS_OFFSETS, offsets, allow_pickle=False)
+
+    @staticmethod
+    def load_terms(directory: Path) -> list[list[str]] | None:
+        """The saved tokens of every chunk, or None if this index has none saved."""
+        try:
+            vocabulary = np.array(json.loads((directory / TERMS_VOCABULARY).read_text(encoding="utf-8")),
+                                  dtype=object)
+            ids = np.load(directory / TERMS_IDS, allow_pickle=False)
+            offsets = np.load(directory / TERMS_OFFSETS, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        words = vocabulary[ids] if len(ids) else np.array([], dtype=object)
+        return [words[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
 
     @classmethod
     def load(cls, directory: Path, size: int) -> LexicalIndex:

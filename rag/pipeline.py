@@ -22,6 +22,7 @@ from rag.embedding import Embedder
 from rag.errors import ConfigError, DocumentNotFoundError, IndexBusyError, InvalidRequestError
 from rag.generators.base import Generator, GeneratorContext
 from rag.generators.registry import load_generator
+from rag.lexical import tokenize
 from rag.rerank import RerankWeights
 from rag.retrieval import RetrievalParams
 from rag.retrieval import search as retrieve
@@ -270,6 +271,7 @@ class RagPipeline:
         documents: dict[str, StoredDocument] = {}
         chunks: list[Chunk] = []
         vectors = [new_vectors]
+        terms: list[list[str]] = []
         if previous is not None:
             gone = deleted | changed.keys()
             documents = {i: d for i, d in previous.documents.items() if i not in gone}
@@ -277,9 +279,11 @@ class RagPipeline:
                                count=len(previous.chunks))
             chunks = [c for c, kept in zip(previous.chunks, keep, strict=True) if kept]
             vectors.insert(0, previous.all_vectors()[keep])
+            terms = [t for t, kept in zip(previous.chunk_terms(), keep, strict=True) if kept]
         documents.update(changed)
         chunks.extend(new_chunks)
-        report.generation = self.store.commit(spec, documents.values(), chunks, np.concatenate(vectors))
+        terms.extend(tokenize([c.text for c in new_chunks]))
+        report.generation = self.store.commit(spec, documents.values(), chunks, np.concatenate(vectors), terms)
         report.documents, report.chunks = len(documents), len(chunks)
 
     def _embedded_text(self, chunk: Chunk, title: str) -> str:

@@ -46,7 +46,7 @@ import numpy as np
 
 from rag.embedding import ModelIdentity
 from rag.errors import IndexBusyError, IndexCorruptError, IndexMismatchError, IndexNotFoundError
-from rag.lexical import LexicalIndex
+from rag.lexical import LexicalIndex, tokenize
 from rag.types import Article, Chunk
 
 FORMAT_VERSION = 1
@@ -123,8 +123,10 @@ class IndexSnapshot:
         chunks: list[Chunk],
         vectors: Any,
         lexical: LexicalIndex,
+        directory: Path | None = None,
     ):
         self.generation = generation
+        self.directory = directory
         self.manifest = manifest
         self.documents = documents
         self.chunks = chunks
@@ -144,6 +146,14 @@ class IndexSnapshot:
         if not rows:
             return np.zeros((0, int(self.manifest["model"]["dimension"])), dtype=np.float32)
         return np.stack([self.vectors.reconstruct(int(self.faiss_ids[r])) for r in rows])
+
+    def chunk_terms(self) -> list[list[str]]:
+        """The BM25 tokens of every chunk, in row order: read from the generation if it saved
+        them, else computed."""
+        terms = LexicalIndex.load_terms(self.directory / "bm25") if self.directory is not None else None
+        if terms is None or len(terms) != len(self.chunks):
+            terms = tokenize([c.text for c in self.chunks])
+        return terms
 
     def all_vectors(self) -> np.ndarray:
         """Every stored vector, row ``i`` belonging to chunk ``i``."""
@@ -220,7 +230,7 @@ class IndexStore:
                 f"the index at {self.root} ({generation}) is inconsistent: {vectors.ntotal} vectors "
                 f"for {len(chunks)} chunks; rebuild it with `rag ingest --rebuild PATHS`"
             )
-        return IndexSnapshot(generation, manifest, documents, chunks, vectors, lexical)
+        return IndexSnapshot(generation, manifest, documents, chunks, vectors, lexical, gen_dir)
 
     def commit(
         self,
@@ -228,14 +238,16 @@ class IndexStore:
         documents: Iterable[StoredDocument],
         chunks: Sequence[Chunk],
         vectors: np.ndarray,
+        terms: list[list[str]] | None = None,
     ) -> str:
         """Write a new generation holding exactly these documents and chunks
-        (``vectors[i]`` belongs to ``chunks[i]``) and make it current. Returns its name."""
+        (``vectors[i]`` and ``terms[i]``, the BM25 tokens, belong to ``chunks[i]``;
+        tokens not given are computed) and make it current. Returns its name."""
         import faiss
 
         documents = list(documents)
-        if len(chunks) != len(vectors):
-            raise ValueError("one vector per chunk is required")
+        if len(chunks) != len(vectors) or (terms is not None and len(terms) != len(chunks)):
+            raise ValueError("one vector (and one token list, if any) per chunk is required")
         self.root.mkdir(parents=True, exist_ok=True)
         previous = self.current_generation()
         numbers = [_generation_number(p.name) for p in self.root.iterdir() if p.name.startswith("gen-")]
@@ -254,7 +266,7 @@ class IndexStore:
         _write_jsonl(tmp / "chunks.jsonl",
                      ({"id": c.id, "doc_id": c.doc_id, "position": c.position, "start": c.start,
                        "end": c.end} for c in chunks))
-        LexicalIndex.build([c.text for c in chunks]).save(tmp / "bm25")
+        LexicalIndex.build(terms if terms is not None else tokenize([c.text for c in chunks])).save(tmp / "bm25")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         manifest = {
             "format_version": FORMAT_VERSION,

@@ -18,6 +18,7 @@ import pytest
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import DocumentNotFoundError, IndexBusyError
+from rag.lexical import LexicalIndex, tokenize
 from rag.pipeline import RagPipeline
 from rag.store import IndexStore
 from rag.types import Article
@@ -98,6 +99,9 @@ def test_a_deleted_article_is_never_retrieved_or_cited_again(corpus_pipeline: Ra
     assert "volcano" not in after.documents and all(c.doc_id != "volcano" for c in after.chunks)
     assert _assert_whole(pipeline.settings.index_dir) == {SEED_ID, "library", "chess"}
     assert after.lexical.search("Brennholt Vatnajokull", k=10) == []  # its terms left BM25 too
+    rebuilt = LexicalIndex.build(tokenize([c.text for c in after.chunks]))  # saved tokens == fresh ones
+    for query in ("Xiaomi lenders credit", "floating library ferry", "chess final Leeds"):
+        assert after.lexical.search(query, k=5) == rebuilt.search(query, k=5)
     assert all(p.doc_id != "volcano" for p in pipeline.search(question, k=20))
     assert all(c.doc_id != "volcano" for c in pipeline.ask(question).citations)
     with pytest.raises(DocumentNotFoundError):
