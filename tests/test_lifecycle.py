@@ -141,6 +141,18 @@ def test_add_without_replace_keeps_the_stored_version(corpus_pipeline: RagPipeli
     assert corpus_pipeline.document("library").text == LIBRARY.text
 
 
+def test_articles_over_the_size_limit_are_skipped_with_a_message(
+    make_pipeline: Callable[..., RagPipeline]
+) -> None:
+    pipeline = make_pipeline(max_document_chars=120)
+    report = pipeline.add([CHESS, LIBRARY])
+    assert report.added == ["chess"]
+    [problem] = report.problems
+    assert problem.message == (f"document 'library' is {len(LIBRARY.text)} characters long; the limit is 120 "
+                               "(RAG_MAX_DOCUMENT_CHARS)")
+    assert set(pipeline.snapshot().documents) == {"chess"}
+
+
 def test_deleting_unknown_ids_changes_nothing(corpus_pipeline: RagPipeline) -> None:
     generation = corpus_pipeline.snapshot().generation
     report = corpus_pipeline.delete(["no-such-id"])
