@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         50_000_000, ge=1, description="Largest HTTP request body the API accepts (413 above it)."
     )
+    debug_pause_at: Literal["embedded", "written", "renamed", "switched"] | None = Field(
+        None, description="For crash tests: every write stops at this step, says so on stderr and waits to be killed."
+    )
     write_wait: float = Field(
         30.0, ge=0.0, le=3600,
         description="Seconds a write through the API or the library waits for another writer to finish "

@@ -26,7 +26,7 @@ from rag.lexical import tokenize
 from rag.rerank import RerankWeights
 from rag.retrieval import RetrievalParams
 from rag.retrieval import search as retrieve
-from rag.store import IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash, pause_point
+from rag.store import IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash
 from rag.types import Answer, Article, Chunk, GeneratedAnswer, Passage, SearchFilters
 
 
@@ -71,7 +71,7 @@ class RagPipeline:
 
     def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None):
         self.settings = settings or Settings()
-        self.store = IndexStore(self.settings.index_dir)
+        self.store = IndexStore(self.settings.index_dir, pause_at=self.settings.debug_pause_at)
         self._embedder = embedder
         self._snapshot: IndexSnapshot | None = None
         self._load_lock = threading.Lock()
@@ -266,7 +266,7 @@ class RagPipeline:
             [self._embedded_text(c, changed[c.doc_id].article.title) for c in new_chunks], progress=progress
         )
         report.chunks_embedded = len(new_chunks)
-        pause_point("embedded")
+        self.store.pause_point("embedded")
 
         documents: dict[str, StoredDocument] = {}
         chunks: list[Chunk] = []

@@ -32,9 +32,9 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,12 +51,12 @@ from rag.types import Article, Chunk
 
 FORMAT_VERSION = 1
 FAISS_FACTORY = "IDMap2,Flat"
+log = logging.getLogger(__name__)
 CURRENT = "CURRENT"
 LOCK = ".lock"
 LOAD_ATTEMPTS = 3
-# A debugging aid for crash tests: a writer pauses at the named step of a commit
-# (embedded, written, renamed, switched), says so on stderr and waits to be killed.
-PAUSE_VARIABLE = "RAG_DEBUG_PAUSE_AT"
+# The steps of a write at which a store can be asked to pause (see IndexStore.pause_point).
+PAUSE_STEPS = ("embedded", "written", "renamed", "switched")
 
 
 def faiss_id(chunk_id: str) -> int:
@@ -168,8 +168,18 @@ class IndexSnapshot:
 class IndexStore:
     """Reads and atomically writes the generations of an index directory."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, pause_at: str | None = None):
+        """``pause_at``, a debugging aid for crash tests: the step of every write (one of
+        ``PAUSE_STEPS``) at which the writer announces itself on stderr and waits to be killed."""
         self.root = Path(root)
+        self.pause_at = pause_at
+
+    def pause_point(self, step: str) -> None:
+        """Stop here for good if this store was asked to pause at ``step``."""
+        if step == self.pause_at:
+            log.warning("paused at %s", step)
+            while True:
+                time.sleep(60)
 
     def current_generation(self) -> str | None:
         try:
@@ -282,10 +292,10 @@ class IndexStore:
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
-        pause_point("written")
+        self.pause_point("written")
         os.rename(tmp, self.root / name)
         _fsync_dir(self.root)
-        pause_point("renamed")
+        self.pause_point("renamed")
 
         pointer = self.root / f".{CURRENT}.tmp-{os.getpid()}"
         with open(pointer, "w", encoding="utf-8") as fh:
@@ -294,7 +304,7 @@ class IndexStore:
             os.fsync(fh.fileno())
         os.replace(pointer, self.root / CURRENT)
         _fsync_dir(self.root)
-        pause_point("switched")
+        self.pause_point("switched")
         self._prune(keep={name, previous})
         return name
 
@@ -367,14 +377,6 @@ class IndexStore:
         if not isinstance(data, dict):
             raise IndexCorruptError(f"{path} is not a JSON object")
         return data
-
-
-def pause_point(step: str) -> None:
-    """Stop here, if the environment asks to (see ``PAUSE_VARIABLE``), until killed."""
-    if os.environ.get(PAUSE_VARIABLE) == step:
-        print(f"paused at {step}", file=sys.stderr, flush=True)
-        while True:
-            time.sleep(60)
 
 
 def _generation_number(name: str) -> int:

@@ -20,7 +20,7 @@ from rag.embedding import Embedder
 from rag.errors import DocumentNotFoundError, IndexBusyError
 from rag.lexical import LexicalIndex, tokenize
 from rag.pipeline import RagPipeline
-from rag.store import IndexStore
+from rag.store import PAUSE_STEPS, IndexStore
 from rag.types import Article
 from tests.conftest import SEED_ID, SEEDS
 from tests.processes import assert_clean_error, run_rag, start_rag
@@ -273,9 +273,6 @@ def test_readers_see_whole_generations_while_another_process_writes(
 
 # -- SIGKILL during a write ---------------------------------------------------------------------
 
-STEPS = ("embedded", "written", "renamed", "switched")
-
-
 @pytest.fixture(scope="module")
 def base_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
     index_dir = tmp_path_factory.mktemp("crash") / "index"
@@ -306,7 +303,7 @@ def _wait_for_line(process: subprocess.Popen[str], wanted: str, timeout: float =
     raise AssertionError(f"the writer never printed {wanted!r}; it printed {''.join(lines)!r}")
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", PAUSE_STEPS)
 def test_a_writer_killed_at_any_step_leaves_the_last_commit_whole(
     crash_site: tuple[Path, Path], step: str
 ) -> None:
