@@ -368,3 +368,8 @@ def test_as_of_filter_keeps_undated_articles_and_rejects_a_bad_day(api: httpx.Cl
     response = api.get("/search", params={"q": "Xiaomi", "as_of": "2020-13-45"})
     assert response.status_code == 422
     assert "YYYY-MM-DD" in response.text
+    for params in ({"as_of": "x"}, {"as_of": ""}, {"published_after": ""}, {"published_before": "soon"}):
+        response = api.get("/search", params={"q": "Xiaomi", **params})
+        assert response.status_code == 422, response.text
+        [field] = params
+        assert response.json()["detail"][0]["loc"] == ["query", field]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from api.deps import get_pipeline
 from api.schemas import AskRequest, AskResponse, Filters, SearchResponse
@@ -39,7 +41,10 @@ def search(
     as_of: Annotated[str | None, Query(description="ISO day the question is asked on.")] = None,
 ) -> dict[str, object]:
     """Passages that best match ``q``, in rank order."""
-    filters = Filters(sources=source or [], published_after=published_after, published_before=published_before,
-                      as_of=as_of)
+    try:
+        filters = Filters(sources=source or [], published_after=published_after,
+                          published_before=published_before, as_of=as_of)
+    except ValidationError as exc:  # the query parameters' own checks: a 422 like any other
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors()]) from None
     passages = pipeline.search(q, k=k, filters=search_filters(filters))
     return {"results": [p.to_dict() for p in passages]}

@@ -55,11 +55,15 @@ def get_document(doc_id: str, pipeline: Pipeline) -> dict[str, object]:
     return pipeline.document(doc_id).to_dict()
 
 
+# The body is read by hand (it may be JSON or files), so its schema is given here; DocumentIn
+# itself is in the components because PUT takes it.
+_JSON_BODY = {k: v for k, v in DocumentsIn.model_json_schema(ref_template="#/components/schemas/{model}").items()
+              if k != "$defs"}
 _POST_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/DocumentsIn"}},
+            "application/json": {"schema": _JSON_BODY},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
