@@ -29,7 +29,7 @@ from rag.evaluation import (
     summary_lines,
     token_f1,
 )
-from tests.test_cli import Run, _assert_clean_error, _run
+from tests.processes import Run, assert_clean_error, run_rag
 
 # -- document level -------------------------------------------------------------------------
 
@@ -483,7 +483,7 @@ def eval_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def first_eval(eval_files: dict[str, Path]) -> tuple[Run, Path]:
     f, output = eval_files, eval_files["work"] / "out.jsonl"
-    result = _run(f["work"], "eval", str(f["gold"]), "--corpus", str(f["corpus"]), "--index", str(f["index"]),
+    result = run_rag(f["work"], "eval", str(f["gold"]), "--corpus", str(f["corpus"]), "--index", str(f["index"]),
                   "--output", str(output), "--json", "-q", "--answers")
     return result, output
 
@@ -526,7 +526,7 @@ def test_eval_reuses_a_matching_index(eval_files: dict[str, Path], first_eval: t
     assert first_eval[0].returncode == 0, first_eval[0].stderr
     f, output = eval_files, eval_files["work"] / "out-again.jsonl"
     current = (f["index"] / "CURRENT").read_text()
-    result = _run(f["work"], "eval", str(f["gold"]), "--corpus", str(f["corpus"]), "--index", str(f["index"]),
+    result = run_rag(f["work"], "eval", str(f["gold"]), "--corpus", str(f["corpus"]), "--index", str(f["index"]),
                   "--output", str(output), "-q")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -541,10 +541,10 @@ def test_eval_reuses_a_matching_index(eval_files: dict[str, Path], first_eval: t
 def test_eval_with_a_malformed_gold_file_is_a_clean_error(eval_files: dict[str, Path]) -> None:
     gold = eval_files["work"] / "broken-gold.jsonl"
     _write(gold, json.dumps(GOLD[0]), json.dumps(GOLD[1]), '{"id": "q3", "question": "Unfinished')
-    result = _run(eval_files["work"], "eval", str(gold), "--corpus", str(eval_files["corpus"]),
+    result = run_rag(eval_files["work"], "eval", str(gold), "--corpus", str(eval_files["corpus"]),
                   "--index", str(eval_files["work"] / "never-built"), "-q")
     assert result.returncode == 1
-    _assert_clean_error(result, f"{gold}:3", "not valid JSON")
+    assert_clean_error(result, f"{gold}:3", "not valid JSON")
     assert result.stdout == ""
 
 
@@ -558,7 +558,7 @@ def test_eval_never_replaces_an_index_of_other_articles_without_rebuild(
     other_corpus.write_text(json.dumps({"id": "other-1", "title": "Other", "text": "Nothing alike here."}) + "\n",
                             encoding="utf-8")
     current = (f["index"] / "CURRENT").read_text()
-    result = _run(f["work"], "eval", str(f["gold"]), "--corpus", str(other_corpus), "--index", str(f["index"]), "-q")
+    result = run_rag(f["work"], "eval", str(f["gold"]), "--corpus", str(other_corpus), "--index", str(f["index"]), "-q")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: the index in") and "--rebuild" in result.stderr
