@@ -15,6 +15,10 @@ Rows, in order:
 * ``+ titles``: the article title embedded with each chunk (a separate index);
 * ``+ source sub-queries``: a sub-query per source the question names (``rag.decompose``);
 * ``+ re-ranking``: term coverage and best-sentence proximity over the top 100 (``rag.rerank``);
+* ``+ short parts ask the whole question``: a source's part of the question with fewer than 8
+  content words of its own ("..., and TechCrunch") searches that source with the whole question;
+* ``+ distinct articles first``: for questions that name sources, the best chunks of the first
+  two articles come before any second chunk of one article;
 * ``+ as-of day``: RealTimeQA's question dates as the as-of day, with the recency prior;
   this is the default configuration;
 * alternatives to one part of the default, each alone: chunk sizes 128/32 and 250/50;
@@ -65,6 +69,7 @@ COLUMNS = (  # (set, summary part, metric)
     ("realtimeqa", "document", "mrr@10"), ("realtimeqa", "document", "ndcg@10"),
 )
 FIRST_STAGE = {"source_queries": False, "rerank_depth": 0}
+AS_CUT = {"part_min_terms": 0, "distinct_articles": 0}  # sub-queries exactly as the question is cut
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,10 @@ ROWS = (
         dates=False),
     Row("+ RRF k=20", {"embed_titles": False}, FIRST_STAGE, dates=False),
     Row("+ titles embedded", TITLES, FIRST_STAGE, dates=False),
-    Row("+ source sub-queries", TITLES, {"rerank_depth": 0}, dates=False),
-    Row("+ re-ranking (default without dates)", TITLES, {}, dates=False),
+    Row("+ source sub-queries", TITLES, {"rerank_depth": 0} | AS_CUT, dates=False),
+    Row("+ re-ranking", TITLES, AS_CUT, dates=False),
+    Row("+ short parts ask the whole question", TITLES, {"distinct_articles": 0}, dates=False),
+    Row("+ distinct articles first (default without dates)", TITLES, {}, dates=False),
     Row("+ as-of day, recency prior (default)", TITLES, {}),
     Row("alt: chunks 128/32", TITLES | {"chunk_tokens": 128, "chunk_overlap": 32}, {}),
     Row("alt: chunks 250/50", TITLES | {"chunk_tokens": 250, "chunk_overlap": 50}, {}),

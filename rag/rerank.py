@@ -13,9 +13,12 @@ features that are cheap to compute with what the index already holds:
   for an article ``age`` days older than that date.
 
 The score is a weighted sum (``RerankWeights``); candidates below the depth keep
-their order after the re-ranked ones. ``diversify`` then lets at most ``per_doc``
-chunks of one article into the first ``k`` places, so that questions needing several
-articles see several.
+their order after the re-ranked ones. ``distinct_leads`` picks the best chunk of each
+of the first few articles, which retrieval moves to the top, so that a question needing
+two articles finds the second one's evidence near the top too (without a cap on the
+other chunks of the first). ``diversify`` then lets at most ``per_doc`` chunks of one
+article into the first ``k`` places, so that questions needing several articles see
+several.
 """
 
 from __future__ import annotations
@@ -172,6 +175,21 @@ def rerank_by_sentences(
     scored = sorted(((row, score + weight * b) for (row, score), b in zip(head, best, strict=True)),
                     key=lambda item: -item[1])
     return scored + tail
+
+
+def distinct_leads(snapshot: Any, ranked: list[tuple[int, float]], articles: int) -> list[int]:
+    """Rows of the best-ranked chunk of each of the first ``articles`` distinct articles
+    in ``ranked``, in ranked order."""
+    rows: list[int] = []
+    seen: set[str] = set()
+    for row, _ in ranked:
+        if len(rows) >= articles:
+            break
+        doc = snapshot.chunks[row].doc_id
+        if doc not in seen:
+            seen.add(doc)
+            rows.append(row)
+    return rows
 
 
 def diversify(snapshot: Any, ranked: list[tuple[int, float]], per_doc: int, k: int) -> list[tuple[int, float]]:

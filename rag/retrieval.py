@@ -9,17 +9,21 @@ Fusion methods (``Settings.fusion``), compared on the dev sets in ``bench/retrie
 
 After fusion: when the question names sources of the index (``rag.decompose``), one
 sub-query per named source, restricted to it, is fused the same way and merged with
-the main list by reciprocal rank; then the first ``rerank_depth`` candidates are
-re-ranked (``rag.rerank``; with a recency prior when the search has an as-of day),
-the best chunk of each sub-query leads, near-duplicate articles are folded
-(``rag.dedup``, if set) and at most ``per_doc`` chunks of one article are let into the
-top ``k`` (if set).
+the main list by reciprocal rank (a part with fewer than ``part_min_terms`` content
+words of its own, such as "and TechCrunch" in "according to Fortune, The Verge, and
+TechCrunch", asks the whole question of its source instead); then the first
+``rerank_depth`` candidates are re-ranked (``rag.rerank``; with a recency prior when
+the search has an as-of day), the best chunk of each sub-query leads, and, as such a
+question relates several reports, the best chunks of the first ``distinct_articles``
+articles come before any second chunk of an article. Last, near-duplicate articles are
+folded (``rag.dedup``, if set) and at most ``per_doc`` chunks of one article are let
+into the top ``k`` (if set).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Literal
 
@@ -27,7 +31,8 @@ import numpy as np
 
 from rag.decompose import SubQuery, day_mask, source_mask, sub_queries
 from rag.dedup import collapse
-from rag.rerank import QueryTerms, RerankWeights, diversify, rerank, rerank_by_sentences
+from rag.lexical import tokenize
+from rag.rerank import QueryTerms, RerankWeights, distinct_leads, diversify, rerank, rerank_by_sentences
 from rag.store import IndexSnapshot
 from rag.types import Passage, SearchFilters
 
@@ -42,10 +47,12 @@ class RetrievalParams:
     dense_weight: float = 0.5
     source_queries: bool = True
     source_candidates: int = 40
+    part_min_terms: int = 8
     sentence_rerank: int = 0
     sentence_weight: float = 2.0
     rerank_depth: int = 100
     weights: RerankWeights = field(default_factory=RerankWeights)
+    distinct_articles: int = 2
     per_doc: int = 0
     collapse_duplicates: bool = False
     duplicate_threshold: float = 0.8
@@ -142,6 +149,7 @@ def search(
     if subs:
         lists = [ranked]
         for sub in subs:
+            sub = replace(sub, text=part_text(sub, query, params.part_min_terms))
             lists.append(_sub_query(snapshot, embed_query, sub, params, mask, as_of, query_vector is not None))
         led: set[str] = set()  # one leader per part, each from its own article
         for sub_ranked in lists[1:]:
@@ -157,6 +165,8 @@ def search(
         ranked = rerank_by_sentences(snapshot, query_vector, ranked, params.sentence_rerank,
                                      params.sentence_weight, embed_texts)
     ranked = lead_with(ranked, leaders)
+    if params.distinct_articles and subs:
+        ranked = lead_with(ranked, distinct_leads(snapshot, ranked, params.distinct_articles))
     if params.collapse_duplicates:
         head = max(k, 30)
         folded = collapse(snapshot, ranked[:head], params.duplicate_threshold)
@@ -177,6 +187,14 @@ def _fused(
     if mask is not None:  # bm25s gives masked rows a zero score; drop any that slip through
         lexical = [(row, s) for row, s in lexical if mask[row]]
     return fuse(dense, lexical, params)
+
+
+def part_text(sub: SubQuery, question: str, min_terms: int) -> str:
+    """What a sub-query searches for: its part of the question, or the whole question
+    when the part has fewer than ``min_terms`` distinct content words (stemmed, stop
+    words out) besides the words of the source's name: too few to find its article."""
+    words, name = tokenize([sub.text, sub.mention])
+    return sub.text if len(set(words) - set(name)) >= min_terms else question
 
 
 def _sub_query(

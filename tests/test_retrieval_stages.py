@@ -32,8 +32,8 @@ from rag.generators.base import GeneratorContext
 from rag.generators.extractive import ExtractiveGenerator
 from rag.lexical import tokenize
 from rag.pipeline import RagPipeline
-from rag.rerank import QueryTerms, RerankWeights, diversify, features, rerank
-from rag.retrieval import allowed_rows, lead_with, reciprocal_rank
+from rag.rerank import QueryTerms, RerankWeights, distinct_leads, diversify, features, rerank
+from rag.retrieval import allowed_rows, lead_with, part_text, reciprocal_rank
 from rag.retrieval import search as retrieve
 from rag.store import IndexSnapshot
 from rag.support import passage_sentences
@@ -264,6 +264,19 @@ def test_diversify_lets_at_most_per_doc_chunks_of_an_article_into_the_top_k(snap
     assert diversify(snapshot, [], per_doc=1, k=3) == []
 
 
+def test_distinct_leads_are_the_best_chunk_of_each_of_the_first_articles(snapshot: IndexSnapshot) -> None:
+    s0, s1, s2, _ = _rows(snapshot, "strike-z")
+    (age,) = _rows(snapshot, "age-rba")
+    (fox,) = _rows(snapshot, "fox-flu")
+    ranked = [(s0, 0.9), (s1, 0.8), (s2, 0.7), (age, 0.6), (fox, 0.5)]
+    assert distinct_leads(snapshot, ranked, 2) == [s0, age]
+    assert distinct_leads(snapshot, ranked, 3) == [s0, age, fox]
+    assert distinct_leads(snapshot, ranked, 9) == [s0, age, fox], "no more than there are articles"
+    assert distinct_leads(snapshot, ranked, 0) == [] and distinct_leads(snapshot, [], 2) == []
+    # Moved to the top, the second article's best chunk comes before the first one's second chunk.
+    assert [row for row, _ in lead_with(ranked, distinct_leads(snapshot, ranked, 2))] == [s0, age, s1, s2, fox]
+
+
 def test_query_terms_weights_sum_to_one_and_ignored_words_are_left_out(snapshot: IndexSnapshot) -> None:
     query = "What did The Age report about interest rates and the mayor's bridge?"
     terms = QueryTerms.of(snapshot, query)
@@ -471,6 +484,46 @@ def test_only_the_words_of_a_mention_are_ignored_when_re_ranking(
     retrieve(snapshot, pipeline.embedder.embed_query, "What did FOX News report about health risks?", 3,
              pipeline.retrieval_params)
     assert seen and all("health" in terms for terms in seen), seen
+
+
+def test_a_part_with_few_words_of_its_own_asks_the_whole_question() -> None:
+    question = "Did the Reserve Bank leave interest rates on hold in December, according to The Guardian and The Age?"
+    short = SubQuery("and The Age", ("The Age",), None, "The Age")
+    assert part_text(short, question, min_terms=3) == question
+    assert part_text(short, question, min_terms=0) == "and The Age", "0 keeps every part as it is"
+    long = SubQuery("Did the Reserve Bank leave interest rates on hold in December, according to The Guardian",
+                    ("The Guardian",), None, "The Guardian")
+    assert part_text(long, question, min_terms=3) == long.text
+    assert part_text(long, question, min_terms=99) == question
+
+
+def test_a_source_listed_at_the_end_of_a_question_is_searched_with_the_whole_question(
+    pipeline: RagPipeline, snapshot: IndexSnapshot
+) -> None:
+    # The Age's part is "and The Age": alone it cannot tell the October article from December's.
+    question = "Did the Reserve Bank leave interest rates on hold in December, according to The Guardian and The Age?"
+    passages = retrieve(snapshot, pipeline.embedder.embed_query, question, 3, pipeline.retrieval_params)
+    assert passages[0].doc_id == "age-rba-dec"
+    assert {p.doc_id for p in passages[:2]} == {"age-rba-dec", "guardian-rba"}
+
+
+def test_the_second_article_comes_before_more_chunks_of_the_first(
+    pipeline: RagPipeline, snapshot: IndexSnapshot
+) -> None:
+    question = "According to Reuters, how long did the last port strike last and what did farmers say?"
+    params = pipeline.retrieval_params
+    off = retrieve(snapshot, pipeline.embedder.embed_query, question, 4, replace(params, distinct_articles=0))
+    assert len({p.doc_id for p in off[:2]}) == 1, "without the stage, one article holds the top two"
+    passages = retrieve(snapshot, pipeline.embedder.embed_query, question, 4, params)
+    assert len({p.doc_id for p in passages[:2]}) == 2
+    assert {p.chunk_id for p in off} == {p.chunk_id for p in passages}, "only the order changes"
+    scores = [p.score for p in passages]
+    assert scores == sorted(scores, reverse=True)
+    # A question that names no source is not taken to relate several reports: order unchanged.
+    plain = "How long did the last port strike last and what did farmers say?"
+    assert ([p.chunk_id for p in retrieve(snapshot, pipeline.embedder.embed_query, plain, 4, params)]
+            == [p.chunk_id for p in retrieve(snapshot, pipeline.embedder.embed_query, plain, 4,
+                                             replace(params, distinct_articles=0))])
 
 
 def test_source_queries_can_be_switched_off(pipeline: RagPipeline, snapshot: IndexSnapshot) -> None:
