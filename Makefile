@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python bench/retrieval.py --eval-dir $(EVAL) --bench-dir $(BENCH_DIR)
 	$(BIN)/python bench/latency.py --index $(BENCH_DIR)/realtimeqa-t200-40 --questions-file $(RTQA)/queries.jsonl
 	$(BIN)/python bench/updates.py --index $(BENCH_DIR)/realtimeqa-t200-40
+	$(BIN)/python bench/load.py --clients 32 --seconds 60
 	$(BIN)/python bench/answers.py $(MULTIHOP) --index $(BENCH_DIR)/multihop-t200-40
 	$(BIN)/python bench/generators.py --eval-dir $(EVAL) --seed-index $(BENCH_DIR)/seed-index --multihop-index $(BENCH_DIR)/multihop-t200-40 --realtimeqa-index $(BENCH_DIR)/realtimeqa-t200-40
 
