@@ -244,6 +244,9 @@ def llama_server() -> Iterator[str]:
 
 
 def _openai_pipeline(seed_index: Path, embedder: object, **settings: object) -> RagPipeline:
+    # A real llama.cpp server on a busy 2-core machine can take minutes; only the tests of
+    # timeouts set a short one.
+    settings.setdefault("openai_timeout", 600)
     return RagPipeline(Settings(index_dir=seed_index, llm_max_tokens=96, **settings),  # type: ignore[arg-type]
                        embedder=embedder)  # type: ignore[arg-type]
 
