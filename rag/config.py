@@ -25,6 +25,15 @@ class Settings(BaseSettings):
         None,
         description="Run the embedder in bfloat16; default: on when the CPU has native bf16.",
     )
+    embed_backend: Literal["torch", "onnx", "auto"] = Field(
+        "torch",
+        description="What runs the embedder: torch (sentence-transformers); onnx (int8 weights on onnxruntime, "
+        "the 'fast' extra; its vectors differ slightly, so an index is built for one backend); auto (onnx only "
+        "where torch would run float32 and the extra is installed).",
+    )
+    embed_cache_dir: Path | None = Field(
+        None, description="Where the onnx backend keeps its one-time export; default: ~/.cache/rag-news/models."
+    )
     embed_batch_size: int = Field(32, ge=1, le=1024)
     chunk_tokens: int = Field(200, ge=16, le=512, description="Chunk size in model tokens.")
     chunk_overlap: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
@@ -91,6 +100,22 @@ class Settings(BaseSettings):
     )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed to call the API from a browser ('*': any); empty: no CORS."
+    )
+    ann_threshold: int = Field(
+        150_000, ge=1_000,
+        description="From this many chunks on, a commit builds an approximate IVF-SQ8 index instead of the exact "
+        "flat one (an index already approximate stays so down to half this many).",
+    )
+    ann_nlist: int = Field(
+        0, ge=0, le=1_000_000, description="Inverted lists of the approximate index; 0: about sqrt(chunks)."
+    )
+    ann_nprobe: int = Field(
+        64, ge=1, le=1_000_000, description="Inverted lists searched per query with the approximate index."
+    )
+    ann_retrain_growth: float = Field(
+        2.0, ge=1.0, le=100.0,
+        description="A commit trains the approximate index afresh once the corpus is this many times the size "
+        "it was trained on (otherwise it only removes and adds the changed chunks).",
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -26,7 +26,7 @@ from rag.lexical import tokenize
 from rag.rerank import RerankWeights
 from rag.retrieval import RetrievalParams
 from rag.retrieval import search as retrieve
-from rag.store import IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash
+from rag.store import IndexLayout, IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash
 from rag.types import Answer, Article, Chunk, GeneratedAnswer, Passage, SearchFilters
 
 
@@ -71,7 +71,9 @@ class RagPipeline:
 
     def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None):
         self.settings = settings or Settings()
-        self.store = IndexStore(self.settings.index_dir, pause_at=self.settings.debug_pause_at)
+        layout = IndexLayout(ann_threshold=self.settings.ann_threshold, nlist=self.settings.ann_nlist,
+                             nprobe=self.settings.ann_nprobe, retrain_growth=self.settings.ann_retrain_growth)
+        self.store = IndexStore(self.settings.index_dir, pause_at=self.settings.debug_pause_at, layout=layout)
         self._embedder = embedder
         self._snapshot: IndexSnapshot | None = None
         self._load_lock = threading.Lock()
@@ -96,7 +98,10 @@ class RagPipeline:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             s = self.settings
-            self._embedder = Embedder(s.model_path, bf16=s.bf16, batch_size=s.embed_batch_size)
+            self._embedder = Embedder(
+                s.model_path, bf16=s.bf16, batch_size=s.embed_batch_size,
+                backend=s.embed_backend, cache_dir=s.embed_cache_dir,
+            )
         return self._embedder
 
     @cached_property
@@ -283,7 +288,8 @@ class RagPipeline:
         documents.update(changed)
         chunks.extend(new_chunks)
         terms.extend(tokenize([c.text for c in new_chunks]))
-        report.generation = self.store.commit(spec, documents.values(), chunks, np.concatenate(vectors), terms)
+        report.generation = self.store.commit(spec, documents.values(), chunks, np.concatenate(vectors), terms,
+                                              previous=previous)
         report.documents, report.chunks = len(documents), len(chunks)
 
     def _embedded_text(self, chunk: Chunk, title: str) -> str:

@@ -94,8 +94,7 @@ def features(
     top = fused.max() if len(fused) else 0.0
     out = {"fused": fused / top if top > 0 else fused}
     if query_vector is not None and rows:
-        vectors = np.stack([snapshot.vectors.reconstruct(int(snapshot.faiss_ids[r])) for r in rows])
-        out["dense"] = vectors @ query_vector.astype(np.float32).ravel()
+        out["dense"] = snapshot.row_vectors(rows) @ query_vector.astype(np.float32).ravel()
     else:
         out["dense"] = np.zeros(len(rows))
     coverage = np.zeros(len(rows))

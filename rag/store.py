@@ -5,8 +5,12 @@ Layout of an index directory::
 
     CURRENT               name of the committed generation, replaced atomically
     gen-000007/           one complete, immutable generation
-        manifest.json     format version, model identity, chunking, counts
-        vectors.faiss     IndexIDMap2(IndexFlatIP): exact inner product, stable int64 ids
+        manifest.json     format version, model identity, chunking, FAISS index and its parameters, counts
+        vectors.faiss     the search index, by corpus size (``IndexLayout``): below the threshold
+                          IndexIDMap2(IndexFlatIP), exact inner product; at or above it an inverted
+                          file with 8-bit scalar quantisation (IVF<nlist>,SQ8), approximate
+        vectors.npy       with the IVF index only: the exact float32 vectors, row i for chunk i
+                          (memory-mapped on load; the flat index holds them exactly itself)
         chunks.jsonl      chunk id, document id, position and character offsets, in row order
         documents.jsonl   cleaned articles with metadata and a content hash
         bm25/             bm25s arrays and vocabulary (JSON and .npy, no pickle)
@@ -20,6 +24,13 @@ Every generation is complete and compact: deleted or replaced chunks are simply
 not copied into the next one, and generations older than the previous one are
 removed, so the space of deletions comes back at the next commit while readers
 go on with the generation they hold in memory.
+
+The IVF index is not rebuilt on every commit: a commit clones the previous
+generation's, removes the ids of deleted or re-embedded chunks and adds the new
+ones; it trains a fresh one only when the corpus first crosses the threshold, when
+it has grown ``retrain_growth`` times beyond the size the index was trained on, or
+when ``nlist`` is set to another value. Kept chunks' vectors are copied from the
+exact ``vectors.npy``, never decoded from the quantised index, so they never drift.
 
 Writers take the lock (:meth:`IndexStore.writer`); the first thing a writer does
 is roll back what a killed writer left behind: temporary directories and a
@@ -49,8 +60,14 @@ from rag.errors import IndexBusyError, IndexCorruptError, IndexMismatchError, In
 from rag.lexical import LexicalIndex, tokenize
 from rag.types import Article, Chunk
 
+# Generations with the exact flat index keep format version 1, so that indexes written before
+# the IVF index existed still load and versions without it still read small indexes; a generation
+# with the IVF index (and vectors.npy) is version 2, which such older versions refuse clearly.
 FORMAT_VERSION = 1
+ANN_FORMAT_VERSION = 2
+READABLE_VERSIONS = (FORMAT_VERSION, ANN_FORMAT_VERSION)
 FAISS_FACTORY = "IDMap2,Flat"
+EXACT_VECTORS = "vectors.npy"
 log = logging.getLogger(__name__)
 CURRENT = "CURRENT"
 LOCK = ".lock"
@@ -107,6 +124,28 @@ class IndexSpec:
 
 
 @dataclass(frozen=True)
+class IndexLayout:
+    """How a commit chooses the FAISS index for its corpus size (see ``bench/ann.py``).
+
+    ``ann_threshold``: from this many chunks on, an IVF index with 8-bit scalar quantisation
+    replaces exact search; an index that is already IVF stays so until the corpus shrinks
+    below half the threshold (so that a corpus near the threshold does not switch back and
+    forth). ``nlist``: inverted lists, 0 for about the square root of the chunk count.
+    ``nprobe``: lists searched per query (a search setting: it applies to any loaded index).
+    ``retrain_growth``: train afresh once the corpus is this many times the size the index was
+    trained on. ``train_per_list``: training vectors sampled per list."""
+
+    ann_threshold: int = 150_000
+    nlist: int = 0
+    nprobe: int = 64
+    retrain_growth: float = 2.0
+    train_per_list: int = 64
+
+    def lists_for(self, n: int) -> int:
+        return self.nlist or max(16, round(n ** 0.5))
+
+
+@dataclass(frozen=True)
 class StoredDocument:
     article: Article
     content_hash: str
@@ -124,14 +163,21 @@ class IndexSnapshot:
         vectors: Any,
         lexical: LexicalIndex,
         directory: Path | None = None,
+        exact: np.ndarray | None = None,
+        nprobe: int = IndexLayout.nprobe,
     ):
+        """``vectors`` is the search index; ``exact``, the exact vectors in row order, is given
+        with an IVF index (a memory map of vectors.npy) and read from the flat index otherwise."""
         self.generation = generation
         self.directory = directory
         self.manifest = manifest
         self.documents = documents
         self.chunks = chunks
-        self.vectors = vectors  # faiss.IndexIDMap2
+        self.vectors = vectors  # faiss.IndexIDMap2 (flat) or faiss.IndexIVFScalarQuantizer (ann)
+        self.kind = "ann" if exact is not None else "flat"
+        self.nprobe = nprobe
         self.lexical = lexical
+        self._exact = exact if exact is not None else _flat_view(vectors, len(chunks))
         self.faiss_ids = np.fromiter((faiss_id(c.id) for c in chunks), dtype=np.int64, count=len(chunks))
         self.row_by_faiss_id = {int(fid): row for row, fid in enumerate(self.faiss_ids)}
         # Data derived from the snapshot by readers, computed on first use (a snapshot never changes).
@@ -140,12 +186,16 @@ class IndexSnapshot:
         for row, c in enumerate(chunks):
             self.rows_by_doc.setdefault(c.doc_id, []).append(row)
 
+    def row_vectors(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The exact stored vectors of these rows (a copy), never decoded from a quantised index."""
+        picked = np.asarray(rows, dtype=np.int64)
+        if len(picked) == 0:
+            return np.zeros((0, int(self.manifest["model"]["dimension"])), dtype=np.float32)
+        return np.asarray(self._exact[picked], dtype=np.float32)
+
     def document_vectors(self, doc_id: str) -> np.ndarray:
         """The stored vectors of one document's chunks, in chunk order."""
-        rows = self.rows_by_doc.get(doc_id, [])
-        if not rows:
-            return np.zeros((0, int(self.manifest["model"]["dimension"])), dtype=np.float32)
-        return np.stack([self.vectors.reconstruct(int(self.faiss_ids[r])) for r in rows])
+        return self.row_vectors(self.rows_by_doc.get(doc_id, []))
 
     def chunk_terms(self) -> list[list[str]]:
         """The BM25 tokens of every chunk, in row order: read from the generation if it saved
@@ -156,23 +206,37 @@ class IndexSnapshot:
         return terms
 
     def all_vectors(self) -> np.ndarray:
-        """Every stored vector, row ``i`` belonging to chunk ``i``."""
-        import faiss
+        """Every exact stored vector, row ``i`` belonging to chunk ``i``: read-only (a memory
+        map of vectors.npy with the IVF index, a copy of the flat index's vectors otherwise)."""
+        if self.kind == "ann":
+            return self._exact
+        return np.array(self._exact, dtype=np.float32)
 
-        dim = int(self.manifest["model"]["dimension"])
-        if not self.chunks:
-            return np.zeros((0, dim), dtype=np.float32)
-        return faiss.downcast_index(self.vectors.index).reconstruct_n(0, len(self.chunks))
+
+def _flat_view(index: Any, n: int) -> np.ndarray:
+    """The vectors of an IndexIDMap2(IndexFlat) as a read-only array over its memory, without a
+    copy. Only copies of it (fancy indexing, ``np.array``) leave the snapshot that owns the index."""
+    import faiss
+
+    dim = int(index.d)
+    if n == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    flat: Any = faiss.downcast_index(index.index)
+    view = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    view.setflags(write=False)
+    return view
 
 
 class IndexStore:
     """Reads and atomically writes the generations of an index directory."""
 
-    def __init__(self, root: Path, pause_at: str | None = None):
+    def __init__(self, root: Path, pause_at: str | None = None, layout: IndexLayout | None = None):
         """``pause_at``, a debugging aid for crash tests: the step of every write (one of
-        ``PAUSE_STEPS``) at which the writer announces itself on stderr and waits to be killed."""
+        ``PAUSE_STEPS``) at which the writer announces itself on stderr and waits to be killed.
+        ``layout`` chooses the FAISS index of each commit and the search settings of each load."""
         self.root = Path(root)
         self.pause_at = pause_at
+        self.layout = layout or IndexLayout()
 
     def pause_point(self, step: str) -> None:
         """Stop here for good if this store was asked to pause at ``step``."""
@@ -214,10 +278,11 @@ class IndexStore:
 
         gen_dir = self.root / generation
         manifest = self._read_json(gen_dir / "manifest.json")
-        if manifest.get("format_version") != FORMAT_VERSION:
+        version = manifest.get("format_version")
+        if version not in READABLE_VERSIONS:
             raise IndexMismatchError(
-                f"the index at {self.root} has format version {manifest.get('format_version')}, "
-                f"this version of rag reads {FORMAT_VERSION}; rebuild it with `rag ingest --rebuild PATHS`"
+                f"the index at {self.root} has format version {version}, this version of rag reads "
+                f"{' and '.join(map(str, READABLE_VERSIONS))}; rebuild it with `rag ingest --rebuild PATHS`"
             )
         if spec is not None:
             spec.check(manifest, self.root)
@@ -232,15 +297,20 @@ class IndexStore:
                 chunks.append(Chunk(record["id"], record["doc_id"], record["position"], record["start"],
                                     record["end"], text[record["start"]:record["end"]]))
             vectors = faiss.read_index(str(gen_dir / "vectors.faiss"))
+            exact = None
+            if version == ANN_FORMAT_VERSION:
+                exact = np.load(gen_dir / EXACT_VECTORS, mmap_mode="r", allow_pickle=False)
             lexical = LexicalIndex.load(gen_dir / "bm25", len(chunks))
         except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise IndexCorruptError(f"the index at {self.root} ({generation}) cannot be read: {exc}") from exc
-        if vectors.ntotal != len(chunks) or manifest.get("counts", {}).get("chunks") != len(chunks):
+        exact_ok = exact is None or (exact.shape == (len(chunks), vectors.d) and exact.dtype == np.float32)
+        if vectors.ntotal != len(chunks) or manifest.get("counts", {}).get("chunks") != len(chunks) or not exact_ok:
             raise IndexCorruptError(
                 f"the index at {self.root} ({generation}) is inconsistent: {vectors.ntotal} vectors "
                 f"for {len(chunks)} chunks; rebuild it with `rag ingest --rebuild PATHS`"
             )
-        return IndexSnapshot(generation, manifest, documents, chunks, vectors, lexical, gen_dir)
+        return IndexSnapshot(generation, manifest, documents, chunks, vectors, lexical, gen_dir, exact,
+                             self.layout.nprobe)
 
     def commit(
         self,
@@ -249,28 +319,35 @@ class IndexStore:
         chunks: Sequence[Chunk],
         vectors: np.ndarray,
         terms: list[list[str]] | None = None,
+        previous: IndexSnapshot | None = None,
     ) -> str:
         """Write a new generation holding exactly these documents and chunks
         (``vectors[i]`` and ``terms[i]``, the BM25 tokens, belong to ``chunks[i]``;
-        tokens not given are computed) and make it current. Returns its name."""
+        tokens not given are computed) and make it current. Returns its name.
+
+        ``previous``, the generation these chunks were derived from, lets an IVF index be
+        updated (its deleted and changed ids removed, new ones added) instead of trained afresh;
+        without it (a rebuild) a corpus above the threshold gets a freshly trained index."""
         import faiss
 
         documents = list(documents)
         if len(chunks) != len(vectors) or (terms is not None and len(terms) != len(chunks)):
             raise ValueError("one vector (and one token list, if any) per chunk is required")
         self.root.mkdir(parents=True, exist_ok=True)
-        previous = self.current_generation()
+        previous_name = self.current_generation()
         numbers = [_generation_number(p.name) for p in self.root.iterdir() if p.name.startswith("gen-")]
         name = f"gen-{max([0, *numbers]) + 1:06d}"
         tmp = self.root / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
 
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(spec.model.dimension))
-        if len(chunks):
-            ids = np.fromiter((faiss_id(c.id) for c in chunks), dtype=np.int64, count=len(chunks))
-            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        ids = np.fromiter((faiss_id(c.id) for c in chunks), dtype=np.int64, count=len(chunks))
+        exact = np.ascontiguousarray(vectors, dtype=np.float32)
+        index, faiss_manifest = vector_index(spec.model.dimension, ids, exact, self.layout, previous, name)
         faiss.write_index(index, str(tmp / "vectors.faiss"))
+        ann = faiss_manifest["factory"] != FAISS_FACTORY
+        if ann:
+            np.save(tmp / EXACT_VECTORS, exact, allow_pickle=False)
         _write_jsonl(tmp / "documents.jsonl",
                      (d.article.to_dict() | {"content_hash": d.content_hash} for d in documents))
         _write_jsonl(tmp / "chunks.jsonl",
@@ -279,14 +356,14 @@ class IndexStore:
         LexicalIndex.build(terms if terms is not None else tokenize([c.text for c in chunks])).save(tmp / "bm25")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         manifest = {
-            "format_version": FORMAT_VERSION,
+            "format_version": ANN_FORMAT_VERSION if ann else FORMAT_VERSION,
             "generation": name,
             "created_at": now,
             "model": asdict(spec.model) | {"normalized": True},
             "chunking": {"max_tokens": spec.chunk_tokens, "overlap": spec.chunk_overlap,
                          "embed_titles": spec.embed_titles,
                          "sentence_aware": True},
-            "faiss": {"factory": FAISS_FACTORY, "metric": "inner_product"},
+            "faiss": faiss_manifest,
             "lexical": {"kind": "bm25s", "tokens": "english stop words, snowball stems"},
             "counts": {"documents": len(documents), "chunks": len(chunks)},
         }
@@ -305,7 +382,7 @@ class IndexStore:
         os.replace(pointer, self.root / CURRENT)
         _fsync_dir(self.root)
         self.pause_point("switched")
-        self._prune(keep={name, previous})
+        self._prune(keep={name, previous_name})
         return name
 
     @contextmanager
@@ -377,6 +454,71 @@ class IndexStore:
         if not isinstance(data, dict):
             raise IndexCorruptError(f"{path} is not a JSON object")
         return data
+
+
+def vector_index(
+    dim: int, ids: np.ndarray, vectors: np.ndarray, layout: IndexLayout, previous: IndexSnapshot | None,
+    generation: str,
+) -> tuple[Any, dict[str, Any]]:
+    """The search index of a generation and its manifest entry: exact below
+    ``layout.ann_threshold`` chunks, IVF-SQ8 from there on (updated from ``previous``'s when
+    it can be, trained afresh otherwise)."""
+    import faiss
+
+    n = len(ids)
+    before = previous.manifest.get("faiss", {}) if previous is not None else {}
+    was_ann = previous is not None and previous.kind == "ann"
+    index: Any
+    if n == 0 or n < (layout.ann_threshold // 2 if was_ann else layout.ann_threshold):
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if n:
+            index.add_with_ids(vectors, ids)
+        return index, {"factory": FAISS_FACTORY, "metric": "inner_product"}
+    trained_on = int(before.get("trained_on", 0))
+    if (previous is not None and was_ann and int(previous.vectors.d) == dim
+            and n <= layout.retrain_growth * trained_on and layout.nlist in (0, before.get("nlist"))):
+        index = faiss.clone_index(previous.vectors)
+        removed, added = _changes(previous, ids, vectors)
+        if len(removed):
+            index.remove_ids(faiss.IDSelectorBatch(removed))
+        if added.any():
+            index.add_with_ids(vectors[added], ids[added])
+        log.info("updated the IVF index: %d ids removed, %d added", len(removed), int(added.sum()))
+        return index, before | {"nprobe": layout.nprobe, "threshold": layout.ann_threshold}
+    nlist = min(layout.lists_for(n), n)
+    sample = min(n, nlist * layout.train_per_list)
+    started = time.perf_counter()
+    index = faiss.index_factory(dim, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
+    rows = np.sort(np.random.default_rng(0).choice(n, size=sample, replace=False)) if sample < n else slice(None)
+    index.train(vectors[rows])
+    index.add_with_ids(vectors, ids)
+    log.info("trained an IVF index of %d lists on %d of %d vectors in %.1f s",
+             nlist, sample, n, time.perf_counter() - started)
+    return index, {
+        "factory": f"IVF{nlist},SQ8", "metric": "inner_product", "kind": "ivf", "nlist": nlist,
+        "nprobe": layout.nprobe, "trained_on": n, "training_sample": sample, "trained_in": generation,
+        "threshold": layout.ann_threshold, "exact_vectors": EXACT_VECTORS, "exact_dtype": "float32",
+    }
+
+
+def _changes(previous: IndexSnapshot, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(removed, added)`` between ``previous`` and the new rows: the previous ids to remove
+    (gone, or kept with another vector) and a mask of the new rows to add (new, or changed)."""
+    old_ids = previous.faiss_ids
+    order = np.argsort(old_ids, kind="stable")
+    at = np.searchsorted(old_ids, ids, sorter=order)
+    found = order[np.minimum(at, len(order) - 1)] if len(order) else np.zeros(len(ids), dtype=np.int64)
+    known = (at < len(order)) & (old_ids[found] == ids) if len(order) else np.zeros(len(ids), dtype=bool)
+    added = ~known
+    step = 65_536  # compare in slices: the exact vectors may be a memory map of a large file
+    for start in range(0, len(ids), step):
+        part = slice(start, start + step)
+        rows = np.flatnonzero(known[part]) + start
+        if len(rows):
+            same = np.all(previous.row_vectors(found[rows]) == vectors[rows], axis=1)
+            added[rows[~same]] = True
+    kept = ids[~added]
+    return np.setdiff1d(old_ids, kept, assume_unique=True), added
 
 
 def _generation_number(name: str) -> int:
