@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -317,22 +318,17 @@ class RagPipeline:
         snapshot, embedder = self.snapshot(), self.embedder
         embedding = 0.0  # seconds in the embedder, reported apart from the rest of retrieval
 
-        def embed_query(text: str) -> np.ndarray:
-            nonlocal embedding
-            began = time.perf_counter()
-            try:
-                return embedder.embed_query(text)
-            finally:
-                embedding += time.perf_counter() - began
+        def timed(embed: Callable[[Any], np.ndarray]) -> Callable[[Any], np.ndarray]:
+            def run(texts: Any) -> np.ndarray:
+                nonlocal embedding
+                began = time.perf_counter()
+                try:
+                    return embed(texts)
+                finally:
+                    embedding += time.perf_counter() - began
+            return run
 
-        def embed_texts(texts: list[str]) -> np.ndarray:
-            nonlocal embedding
-            began = time.perf_counter()
-            try:
-                return embedder.embed_passages(texts)
-            finally:
-                embedding += time.perf_counter() - began
-
+        embed_query, embed_texts = timed(embedder.embed_query), timed(embedder.embed_passages)
         started = time.perf_counter()
         passages = retrieve(snapshot, embed_query, query, k, self.retrieval_params, filters, embed_texts=embed_texts)
         if self.on_stage is not None:

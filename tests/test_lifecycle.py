@@ -4,6 +4,7 @@ with SIGKILL at every step of a commit."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -30,8 +31,8 @@ LIBRARY = Article(
     text="The town of Kelmsby opened a floating library on an old ferry on Saturday. "
          "The ferry holds twelve thousand books and visits four villages along the estuary each week.",
 )
-LIBRARY_CORRECTED = Article(
-    id="library", title="Harbour town opens a floating library", source="Kelmsby Gazette",
+LIBRARY_CORRECTED = dataclasses.replace(
+    LIBRARY,
     text="The town of Kelmsby opened a floating library on an old ferry on Saturday. "
          "Correction: the ferry holds nine thousand books and visits six villages along the estuary.",
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -172,8 +173,7 @@ def safe_file_name(name: str) -> str | None:
 
 
 def _refuse_duplicates(articles: list[Article]) -> None:
-    seen: set[str] = set()
-    duplicates = sorted({a.id for a in articles if a.id in seen or seen.add(a.id)})  # type: ignore[func-returns-value]
+    duplicates = sorted(doc_id for doc_id, n in Counter(a.id for a in articles).items() if n > 1)
     if duplicates:
         raise InvalidRequestError(
             f"the request holds more than one document with the id {', '.join(map(repr, duplicates))}; "
