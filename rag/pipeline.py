@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from rag.cache import RecentResults
 from rag.chunking import chunk_article
 from rag.config import Settings
 from rag.corpus import ReadProblem, read_articles
@@ -23,7 +24,7 @@ from rag.embedding import Embedder
 from rag.errors import ConfigError, DocumentNotFoundError, IndexBusyError, InvalidRequestError
 from rag.generators.base import Generator, GeneratorContext
 from rag.generators.registry import load_generator
-from rag.lexical import tokenize
+from rag.lexical import ChunkTerms
 from rag.rerank import RerankWeights
 from rag.retrieval import RetrievalParams
 from rag.retrieval import search as retrieve
@@ -81,6 +82,9 @@ class RagPipeline:
         self._write_lock = threading.Lock()
         self._generators: dict[str, Generator] = {}
         s = self.settings
+        # Recent searches (keyed by the index generation they searched) and extractive answers.
+        self.recent_searches: RecentResults[tuple[Passage, ...]] = RecentResults(s.cache_size)
+        self.recent_answers: RecentResults[GeneratedAnswer] = RecentResults(s.cache_size)
         self.retrieval_params = RetrievalParams(
             candidates=s.candidates,
             fusion=s.fusion,
@@ -101,7 +105,7 @@ class RagPipeline:
             s = self.settings
             self._embedder = Embedder(
                 s.model_path, bf16=s.bf16, batch_size=s.embed_batch_size,
-                backend=s.embed_backend, cache_dir=s.embed_cache_dir,
+                backend=s.embed_backend, cache_dir=s.embed_cache_dir, threads=s.embed_threads,
             )
         return self._embedder
 
@@ -134,6 +138,7 @@ class RagPipeline:
                 embedder=self.embedder,
                 max_answer_sentences=self.settings.max_answer_sentences,
                 min_support=self.settings.min_support,
+                answer_candidates=self.settings.answer_candidates,
                 settings=self.settings,
             )
             self._generators[name] = load_generator(name, context)
@@ -277,7 +282,7 @@ class RagPipeline:
         documents: dict[str, StoredDocument] = {}
         chunks: list[Chunk] = []
         vectors = [new_vectors]
-        terms: list[list[str]] = []
+        terms = ChunkTerms([], [])
         if previous is not None:
             gone = deleted | changed.keys()
             documents = {i: d for i, d in previous.documents.items() if i not in gone}
@@ -285,10 +290,10 @@ class RagPipeline:
                                count=len(previous.chunks))
             chunks = [c for c, kept in zip(previous.chunks, keep, strict=True) if kept]
             vectors.insert(0, previous.all_vectors()[keep])
-            terms = [t for t, kept in zip(previous.chunk_terms(), keep, strict=True) if kept]
+            terms = previous.chunk_terms().select(keep)
         documents.update(changed)
         chunks.extend(new_chunks)
-        terms.extend(tokenize([c.text for c in new_chunks]))
+        terms = terms.extend(ChunkTerms.of([c.text for c in new_chunks]))
         report.generation = self.store.commit(spec, documents.values(), chunks, np.concatenate(vectors), terms,
                                               previous=previous)
         report.documents, report.chunks = len(documents), len(chunks)
@@ -316,6 +321,10 @@ class RagPipeline:
                     f"as_of must be a day written YYYY-MM-DD, not {filters.as_of!r}"
                 ) from None
         snapshot, embedder = self.snapshot(), self.embedder
+        key = (snapshot.generation, query, k, filters)
+        remembered = self.recent_searches.get(key)
+        if remembered is not None:
+            return list(remembered)
         embedding = 0.0  # seconds in the embedder, reported apart from the rest of retrieval
 
         def timed(embed: Callable[[Any], np.ndarray]) -> Callable[[Any], np.ndarray]:
@@ -334,6 +343,7 @@ class RagPipeline:
         if self.on_stage is not None:
             self.on_stage("embed", embedding)
             self.on_stage("search", time.perf_counter() - started - embedding)
+        self.recent_searches.put(key, tuple(passages))
         return passages
 
     def ask(
@@ -346,8 +356,20 @@ class RagPipeline:
         started = time.perf_counter()
         gen, passages = self._prepare(question, k, generator, filters)
         retrieved = time.perf_counter()
-        result = gen.generate(question.strip(), passages[: self.settings.answer_passages])
+        result = self._generate(gen, question.strip(), passages[: self.settings.answer_passages])
         return self._answer(question, gen, passages, result, started, retrieved)
+
+    def _generate(self, gen: Generator, question: str, passages: list[Passage]) -> GeneratedAnswer:
+        """``gen``'s answer, remembered when the generator says its answers depend only on the
+        question and the passages (``deterministic = True``), as the extractive one's do."""
+        if not getattr(gen, "deterministic", False):
+            return gen.generate(question, passages)
+        key = (gen.name, question, tuple(passages))  # the passages whole: text, offsets and all
+        result = self.recent_answers.get(key)
+        if result is None:
+            result = gen.generate(question, passages)
+            self.recent_answers.put(key, result)
+        return result
 
     def ask_stream(
         self,

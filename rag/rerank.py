@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.lexical import tokenize
+from rag.lexical import SentenceTerms, tokenize
 from rag.sentences import split_sentences
 
 
@@ -77,6 +77,41 @@ def _row_terms(snapshot: Any, rows: Sequence[int]) -> list[tuple[frozenset[str],
     return [cache[r] for r in rows]
 
 
+def _title_terms(snapshot: Any, rows: Sequence[int]) -> list[frozenset[str]]:
+    """Per row, the stems of its article's title (cached per article)."""
+    cache: dict[str, frozenset[str]] = snapshot.derived.setdefault("title_terms", {})
+    docs = [snapshot.chunks[r].doc_id for r in rows]
+    missing = [d for d in dict.fromkeys(docs) if d not in cache]
+    if missing:
+        titles = tokenize([snapshot.documents[d].article.title for d in missing])
+        cache.update((d, frozenset(t)) for d, t in zip(missing, titles, strict=True))
+    return [cache[d] for d in docs]
+
+
+def _coverage(
+    snapshot: Any, saved: SentenceTerms, rows: Sequence[int], terms: QueryTerms
+) -> tuple[np.ndarray, np.ndarray]:
+    """``coverage`` and ``sentence`` of the rows from the saved tokens, with no tokenising:
+    which query terms each sentence holds, as a (sentences x terms) table."""
+    ids = [saved.ids[saved.offsets[r]:saved.offsets[r + 1]] for r in rows]
+    sizes = [saved.sizes[saved.size_offsets[r]:saved.size_offsets[r + 1]] for r in rows]
+    tokens, sentence_sizes = np.concatenate(ids), np.concatenate(sizes).astype(np.int64)
+    first_sentence = np.cumsum([0, *(len(z) for z in sizes[:-1])])
+    query_ids = np.array([saved.term_id.get(t, -1) for t in terms.terms], dtype=np.int64)
+    order = np.argsort(query_ids)
+    ordered = query_ids[order]
+    at = np.minimum(np.searchsorted(ordered, tokens), len(ordered) - 1)
+    match = ordered[at] == tokens
+    holds = np.zeros((len(sentence_sizes), len(query_ids)), dtype=bool)
+    sentence_of_token = np.repeat(np.arange(len(sentence_sizes)), sentence_sizes)
+    holds[sentence_of_token[match], order[at[match]]] = True
+    sentence = np.maximum.reduceat(holds @ terms.weights, first_sentence)
+    in_row = np.logical_or.reduceat(holds, first_sentence, axis=0)
+    for i, title in enumerate(_title_terms(snapshot, rows)):
+        in_row[i] |= [t in title for t in terms.terms]
+    return in_row @ terms.weights, sentence
+
+
 def _age_days(published_at: str | None, as_of: date) -> float | None:
     try:
         published = date.fromisoformat((published_at or "")[:10])
@@ -99,7 +134,10 @@ def features(
         out["dense"] = np.zeros(len(rows))
     coverage = np.zeros(len(rows))
     sentence = np.zeros(len(rows))
-    if terms.terms:
+    saved = snapshot.sentence_terms() if terms.terms and rows else None
+    if saved is not None:
+        coverage, sentence = _coverage(snapshot, saved, rows, terms)
+    elif terms.terms:
         for i, (title, sentences) in enumerate(_row_terms(snapshot, rows)):
             in_any = title.union(*sentences)
             coverage[i] = sum(w for t, w in zip(terms.terms, terms.weights, strict=True) if t in in_any)

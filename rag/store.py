@@ -57,7 +57,7 @@ import numpy as np
 
 from rag.embedding import ModelIdentity
 from rag.errors import IndexBusyError, IndexCorruptError, IndexMismatchError, IndexNotFoundError
-from rag.lexical import LexicalIndex, tokenize
+from rag.lexical import ChunkTerms, LexicalIndex, SentenceTerms
 from rag.types import Article, Chunk
 
 # Generations with the exact flat index keep format version 1, so that indexes written before
@@ -197,13 +197,23 @@ class IndexSnapshot:
         """The stored vectors of one document's chunks, in chunk order."""
         return self.row_vectors(self.rows_by_doc.get(doc_id, []))
 
-    def chunk_terms(self) -> list[list[str]]:
+    def chunk_terms(self) -> ChunkTerms:
         """The BM25 tokens of every chunk, in row order: read from the generation if it saved
         them, else computed."""
         terms = LexicalIndex.load_terms(self.directory / "bm25") if self.directory is not None else None
         if terms is None or len(terms) != len(self.chunks):
-            terms = tokenize([c.text for c in self.chunks])
+            terms = ChunkTerms.of([c.text for c in self.chunks])
         return terms
+
+    def sentence_terms(self) -> SentenceTerms | None:
+        """The term ids of each chunk's sentences, read once from the saved tokens; None for a
+        generation that saved no sentence sizes (searching then tokenises what it needs)."""
+        if "sentence_terms" not in self.derived:
+            self.derived["sentence_terms"] = (
+                SentenceTerms.load(self.directory / "bm25", len(self.chunks)) if self.directory is not None else None
+            )
+        found: SentenceTerms | None = self.derived["sentence_terms"]
+        return found
 
     def all_vectors(self) -> np.ndarray:
         """Every exact stored vector, row ``i`` belonging to chunk ``i``: read-only (a memory
@@ -318,7 +328,7 @@ class IndexStore:
         documents: Iterable[StoredDocument],
         chunks: Sequence[Chunk],
         vectors: np.ndarray,
-        terms: list[list[str]] | None = None,
+        terms: ChunkTerms | None = None,
         previous: IndexSnapshot | None = None,
     ) -> str:
         """Write a new generation holding exactly these documents and chunks
@@ -353,7 +363,7 @@ class IndexStore:
         _write_jsonl(tmp / "chunks.jsonl",
                      ({"id": c.id, "doc_id": c.doc_id, "position": c.position, "start": c.start,
                        "end": c.end} for c in chunks))
-        LexicalIndex.build(terms if terms is not None else tokenize([c.text for c in chunks])).save(tmp / "bm25")
+        LexicalIndex.build(terms if terms is not None else ChunkTerms.of([c.text for c in chunks])).save(tmp / "bm25")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         manifest = {
             "format_version": ANN_FORMAT_VERSION if ann else FORMAT_VERSION,

@@ -19,7 +19,7 @@ import pytest
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.errors import DocumentNotFoundError, IndexBusyError
-from rag.lexical import LexicalIndex, tokenize
+from rag.lexical import ChunkTerms, LexicalIndex
 from rag.pipeline import RagPipeline
 from rag.store import PAUSE_STEPS, IndexStore
 from rag.types import Article
@@ -100,7 +100,10 @@ def test_a_deleted_article_is_never_retrieved_or_cited_again(corpus_pipeline: Ra
     assert "volcano" not in after.documents and all(c.doc_id != "volcano" for c in after.chunks)
     assert _assert_whole(pipeline.settings.index_dir) == {SEED_ID, "library", "chess"}
     assert after.lexical.search("Brennholt Vatnajokull", k=10) == []  # its terms left BM25 too
-    rebuilt = LexicalIndex.build(tokenize([c.text for c in after.chunks]))  # saved tokens == fresh ones
+    fresh = ChunkTerms.of([c.text for c in after.chunks])
+    saved = LexicalIndex.load_terms(after.directory / "bm25")  # type: ignore[operator]
+    assert saved == fresh, "saved tokens and sentence sizes == fresh ones"
+    rebuilt = LexicalIndex.build(fresh)
     for query in ("Xiaomi lenders credit", "floating library ferry", "chess final Leeds"):
         assert after.lexical.search(query, k=5) == rebuilt.search(query, k=5)
     assert all(p.doc_id != "volcano" for p in pipeline.search(question, k=20))
