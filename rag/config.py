@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         None, description="Where the onnx backend keeps its one-time export; default: ~/.cache/rag-news/models."
     )
     embed_batch_size: int = Field(32, ge=1, le=1024)
+    embed_threads: int | None = Field(
+        None, ge=1, le=512,
+        description="CPU threads for embedding a batch of passages; default: all cores, except in `rag serve`, "
+        "where it is 1 so that concurrent requests share the cores. Queries always use one.",
+    )
     chunk_tokens: int = Field(200, ge=16, le=512, description="Chunk size in model tokens.")
     chunk_overlap: int = Field(40, ge=0, description="Tokens shared by neighbouring chunks.")
     embed_titles: bool = Field(
@@ -61,6 +66,10 @@ class Settings(BaseSettings):
         1.5, ge=0.0, le=10.0, description="Preference for recent articles when a search has an as-of day."
     )
     recency_half_life_days: float = Field(14.0, gt=0, le=3650)
+    cache_size: int = Field(
+        256, ge=0, le=1_000_000,
+        description="Recent searches and extractive answers kept in memory, per index generation; 0: none.",
+    )
     generator: str = Field("extractive", description="Default answer generator.")
     answer_passages: int = Field(5, ge=1, le=50, description="Passages a generator reads.")
     max_answer_sentences: int = Field(
@@ -69,6 +78,11 @@ class Settings(BaseSettings):
     )
     min_support: float = Field(
         0.40, ge=0.0, le=1.0, description="Below this sentence score the extractive generator abstains."
+    )
+    answer_candidates: int = Field(
+        12, ge=0, le=1000,
+        description="Sentences the extractive generator scores with the embedder: those sharing most of the "
+        "question's words, with their neighbours when they lean on each other; 0: every sentence.",
     )
     min_claim_support: float = Field(
         0.65, ge=0.0, le=1.0,

@@ -1,8 +1,10 @@
 """The extractive generator: answers with sentences quoted from the passages.
 
-No language model is involved. Every sentence of the top passages is scored
-against the question by embedding similarity and by coverage of the
-question's content words; the best sentence, with a neighbour when one only
+No language model is involved. The sentences of the top passages that share
+most of the question's content words (``answer_candidates`` of them, with the
+sentences they lean on or that lean on them) are scored against the question by
+embedding similarity and by that coverage; embedding only those, not every
+sentence, is most of what makes an answer cheap. The best sentence, with a neighbour when one only
 makes sense together with it ("Some of them were ..."), and any other sentence
 nearly as good, form the answer. Each answer sentence is a verbatim quote and
 is cited with its exact offsets. When no sentence reaches ``min_support`` the
@@ -17,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from rag.generators.base import BaseGenerator, GeneratorContext, abstain, cite
-from rag.support import SourceSentence, passage_sentences, support_matrix
+from rag.support import SourceSentence, content_terms, passage_sentences, support_matrix
 from rag.types import GeneratedAnswer, Passage
 
 # A sentence opening with one of these leans on the sentence before it.
@@ -32,18 +34,22 @@ _NEAR_BEST = 0.08  # other sentences within this of the best one join the answer
 
 class ExtractiveGenerator(BaseGenerator):
     name = "extractive"
+    deterministic = True  # the same question and passages always give the same answer
 
     def __init__(self, context: GeneratorContext):
         self.embedder = context.embedder
         self.max_sentences = context.max_answer_sentences
         self.min_support = context.min_support
+        self.candidates = context.answer_candidates
 
     def rank_sentences(self, question: str, passages: Sequence[Passage]) -> tuple[list[SourceSentence], np.ndarray]:
         """The passages' sentences and the support each gives the question, in [0, 1]."""
         sentences = passage_sentences(passages)
         if not sentences:
             return sentences, np.zeros(0)
-        scores = self.score(question, [s.text for s in sentences])
+        scores = np.zeros(len(sentences))
+        picked = self.candidates_for(question, sentences)
+        scores[picked] = self.score(question, [sentences[i].text for i in picked])
         # A sentence that leans on its predecessor inherits part of its score.
         for i, s in enumerate(sentences):
             if i and _continues(sentences[i - 1], s):
@@ -83,6 +89,24 @@ class ExtractiveGenerator(BaseGenerator):
         for i, c in enumerate(answer.citations):
             yield f"{' ' if i else ''}{c.quote} [{c.n}]"
         yield answer
+
+    def candidates_for(self, question: str, sentences: Sequence[SourceSentence]) -> list[int]:
+        """The sentences worth embedding, in order: the ``self.candidates`` sharing the largest share
+        of the question's content words (ties go to the higher-ranked passage, then the earlier
+        sentence), with the sentence each leans on and one leaning on it. All when
+        ``self.candidates`` is 0 or there are no more sentences than that."""
+        if not self.candidates or len(sentences) <= self.candidates:
+            return list(range(len(sentences)))
+        terms = content_terms(question)
+        share = [len(terms & content_terms(s.text)) / len(terms) if terms else 0.0 for s in sentences]
+        best = sorted(range(len(sentences)), key=lambda i: (-share[i], sentences[i].passage, i))
+        chosen = set(best[: self.candidates])
+        for i in list(chosen):
+            if i > 0 and _continues(sentences[i - 1], sentences[i]):
+                chosen.add(i - 1)
+            if i + 1 < len(sentences) and _continues(sentences[i], sentences[i + 1]):
+                chosen.add(i + 1)
+        return sorted(chosen)
 
     def score(self, question: str, texts: Sequence[str]) -> np.ndarray:
         """Support of each text for the question, in [0, 1] (see :mod:`rag.support`)."""
