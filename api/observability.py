@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match
@@ -126,6 +126,31 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 UNMATCHED_ROUTE = "unmatched"
 
 
+class CacheCollector(Collector):
+    """Hits and misses of the pipeline's memory of recent searches and answers (read at scrape
+    time; an answer hit is also counted as a search hit, since asking searches first)."""
+
+    def __init__(self, pipeline_of: Callable[[], RagPipeline | None]):
+        self.pipeline_of = pipeline_of
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families(None)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self.pipeline_of())
+
+    @staticmethod
+    def _families(pipeline: RagPipeline | None) -> Iterator[Metric]:
+        hits = CounterMetricFamily("rag_cache_hits", "Searches and answers served from memory.", labels=["cache"])
+        misses = CounterMetricFamily("rag_cache_misses", "Searches and answers computed.", labels=["cache"])
+        if pipeline is not None:
+            for name, cache in (("searches", pipeline.recent_searches), ("answers", pipeline.recent_answers)):
+                hits.add_metric([name], cache.hits)
+                misses.add_metric([name], cache.misses)
+        yield hits
+        yield misses
+
+
 class IndexCollector(Collector):
     """Index size and age, read from the pipeline's committed generation at scrape time
     (so a generation committed by another process shows on the next scrape)."""
@@ -188,6 +213,7 @@ class Metrics:
         self.refusals = Counter("rag_refusals", "Answers that abstained (answer null).", ["generator"],
                                 registry=self.registry)
         self.registry.register(IndexCollector(pipeline_of))
+        self.registry.register(CacheCollector(pipeline_of))
         ProcessCollector(registry=self.registry)
         GCCollector(registry=self.registry)
 

@@ -222,7 +222,8 @@ def test_cors_allows_only_the_configured_origins(locked_api: httpx.Client, open_
 
 def test_metrics_after_an_answer(open_api: httpx.Client) -> None:
     before = _metrics(open_api)
-    answer = open_api.post("/ask", json={"question": MISSION_QUESTION})
+    # k=4, asked nowhere else: not a search the server remembers, so every stage runs.
+    answer = open_api.post("/ask", json={"question": MISSION_QUESTION, "k": 4})
     assert answer.status_code == 200 and answer.json()["abstained"] is False
     assert open_api.get(f"/documents/{SEED_ID}").status_code == 200
     after = _metrics(open_api)
@@ -245,6 +246,22 @@ def test_metrics_after_an_answer(open_api: httpx.Client) -> None:
     assert _value(after, "rag_index_documents") == health["documents"] >= 1
     assert _value(after, "rag_index_chunks") == health["chunks"] >= 1
     assert 0 <= _value(after, "rag_index_age_seconds") < 24 * 3600  # built by this test session
+
+
+def test_a_repeated_question_is_answered_from_memory_and_counted(open_api: httpx.Client) -> None:
+    question = {"question": "Where did Zhao Weixing work before joining Xiaomi?", "k": 3}
+    first = open_api.post("/ask", json=question)
+    before = _metrics(open_api)
+    again = open_api.post("/ask", json=question)
+    after = _metrics(open_api)
+    assert first.status_code == again.status_code == 200
+    assert again.json()["answer"] == first.json()["answer"]
+    assert again.json()["citations"] == first.json()["citations"]
+    for cache in ("searches", "answers"):
+        hits = _value(after, "rag_cache_hits_total", cache=cache)
+        assert hits == _value(before, "rag_cache_hits_total", cache=cache) + 1, cache
+    assert _value(after, "rag_stage_duration_seconds_count", stage="embed") == _value(
+        before, "rag_stage_duration_seconds_count", stage="embed"), "nothing was embedded again"
 
 
 def test_search_observes_embed_and_search_but_not_generate(open_api: httpx.Client) -> None:
