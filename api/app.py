@@ -35,6 +35,10 @@ log = logging.getLogger("rag.api")
 def create_app(settings: Settings | None = None, pipeline: RagPipeline | None = None) -> FastAPI:
     """The app; pass ``pipeline`` to share an already loaded one (tests do)."""
     settings = pipeline.settings if pipeline is not None else (settings or Settings())
+    if pipeline is None and settings.embed_threads is None:
+        # A server runs requests side by side: each embeds with one thread, so that two of them
+        # share two cores instead of four threads contending for them.
+        settings = settings.model_copy(update={"embed_threads": 1})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None, pipeline: RagPipeline | None = 
         lifespan=lifespan,
     )
     app.state.pipeline = pipeline
+    app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(answers.router)
     app.include_router(stream.router)
