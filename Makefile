@@ -45,11 +45,9 @@ eval: setup
 	$(BIN)/rag eval $(RTQA)/queries.jsonl --corpus $(RTQA)/corpus.jsonl
 
 bench: setup
-	$(BIN)/python bench/latency.py
-	mkdir -p $(BENCH_DIR) && head -200 $(RTQA)/corpus.jsonl > $(BENCH_DIR)/rtqa-200.jsonl
-	$(BIN)/python bench/latency.py --corpus $(BENCH_DIR)/rtqa-200.jsonl --questions-file $(RTQA)/queries.jsonl
+	$(BIN)/python bench/suite.py --repeat 1 --queries 52 --http-seconds 30 --sizes 20000 200000 1000000 --bench-dir $(BENCH_DIR) --out $(BENCH_DIR)/suite.json
+	$(BIN)/python bench/peer_txtai.py --limit 400 --queries 52 --configs dense,hybrid,hybrid-bf16 --bench-dir $(BENCH_DIR) --out $(BENCH_DIR)/peer-txtai.json
 	$(BIN)/python bench/retrieval.py --eval-dir $(EVAL) --bench-dir $(BENCH_DIR)
-	$(BIN)/python bench/latency.py --index $(BENCH_DIR)/realtimeqa-t200-40 --questions-file $(RTQA)/queries.jsonl
 	$(BIN)/python bench/updates.py --index $(BENCH_DIR)/realtimeqa-t200-40
 	$(BIN)/python bench/load.py --clients 32 --seconds 60
 	$(BIN)/python bench/ann.py --sizes 200000 1000000 --out $(BENCH_DIR)/ann.json

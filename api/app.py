@@ -39,6 +39,11 @@ def create_app(settings: Settings | None = None, pipeline: RagPipeline | None = 
         # A server runs requests side by side: each embeds with one thread, so that two of them
         # share two cores instead of four threads contending for them.
         settings = settings.model_copy(update={"embed_threads": 1})
+    if pipeline is None:
+        import faiss
+
+        # FAISS's thread pool is its own, and as prone to threads waiting on each other.
+        faiss.omp_set_num_threads(settings.embed_threads or 1)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -105,19 +105,14 @@ class ChunkTerms:
 
 
 class SentenceTerms:
-    """Saved tokens read back for searching: per chunk, the set of term ids of each of its
-    sentences, without tokenising anything (memory-mapped arrays and a vocabulary)."""
+    """Saved tokens read back for searching, so that re-ranking tokenises nothing: every chunk's
+    term ids (``ids[offsets[row]:offsets[row + 1]]``) and how many of them each of its sentences
+    holds (``sizes[size_offsets[row]:size_offsets[row + 1]]``), memory-mapped, with the vocabulary."""
 
     def __init__(self, vocabulary: list[str], ids: np.ndarray, offsets: np.ndarray,
                  sizes: np.ndarray, size_offsets: np.ndarray):
         self.term_id = {t: i for i, t in enumerate(vocabulary)}
         self.ids, self.offsets, self.sizes, self.size_offsets = ids, offsets, sizes, size_offsets
-
-    def sentences(self, row: int) -> list[np.ndarray]:
-        """The term ids of each sentence of chunk ``row``, in order."""
-        ids = self.ids[self.offsets[row]:self.offsets[row + 1]]
-        sizes = self.sizes[self.size_offsets[row]:self.size_offsets[row + 1]]
-        return np.split(ids, np.cumsum(sizes)[:-1])
 
     @classmethod
     def load(cls, directory: Path, chunks: int) -> SentenceTerms | None:

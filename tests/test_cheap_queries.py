@@ -236,10 +236,13 @@ def test_queries_embed_on_one_thread_and_batches_on_the_batch_setting() -> None:
     torch.set_num_threads(default)
 
 
-def test_a_server_embeds_batches_on_one_thread_unless_told_otherwise(tmp_path: Path) -> None:
+def test_a_server_embeds_and_searches_on_one_thread_unless_told_otherwise(tmp_path: Path) -> None:
+    import faiss
+
     from api.app import create_app
 
     served = create_app(Settings(index_dir=tmp_path / "index"))
+    assert faiss.omp_get_max_threads() == 1, "FAISS searches on one thread in a server too"
     told = create_app(Settings(index_dir=tmp_path / "index", embed_threads=2))
     assert served.state.settings.embed_threads == 1
     assert told.state.settings.embed_threads == 2
