@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     recency_half_life_days: float = Field(14.0, gt=0, le=3650)
     cache_size: int = Field(
         256, ge=0, le=1_000_000,
-        description="Recent searches and extractive answers kept in memory, per index generation; 0: none.",
+        description="Recent searches (per index generation) and extractive answers (per passages) kept in memory; "
+        "0: none.",
     )
     generator: str = Field("extractive", description="Default answer generator.")
     answer_passages: int = Field(5, ge=1, le=50, description="Passages a generator reads.")

@@ -4,9 +4,9 @@ No language model is involved. The sentences of the top passages that share
 most of the question's content words (``answer_candidates`` of them, with the
 sentences they lean on or that lean on them) are scored against the question by
 embedding similarity and by that coverage; embedding only those, not every
-sentence, is most of what makes an answer cheap. The best sentence, with a neighbour when one only
-makes sense together with it ("Some of them were ..."), and any other sentence
-nearly as good, form the answer. Each answer sentence is a verbatim quote and
+sentence, is most of what makes an answer cheap. The best sentence, with a
+neighbour when one only makes sense together with it ("Some of them were ..."),
+and any other sentence nearly as good, form the answer. Each answer sentence is a verbatim quote and
 is cited with its exact offsets. When no sentence reaches ``min_support`` the
 generator abstains: an honest "not in the corpus" beats a confident guess.
 """
