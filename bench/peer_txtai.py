@@ -76,8 +76,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from _common import first_articles, print_table, resolve_from_repo, write_json
+from _common import first_articles, latency_stats, print_table, resolve_from_repo, write_json
 
 from rag.config import Settings
 from rag.evaluation import GoldQuestion, load_gold
@@ -228,12 +227,6 @@ def ensure_txtai_venv(venv: Path) -> dict[str, str | None]:
 
 
 # -- measuring ----------------------------------------------------------------------------
-
-
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    values = np.asarray(samples_ms, dtype=float)
-    return {"p50_ms": float(np.percentile(values, 50)), "p95_ms": float(np.percentile(values, 95)),
-            "p99_ms": float(np.percentile(values, 99)), "mean_ms": float(values.mean())}
 
 
 def recall(ranked_docs: list[list[str]], questions: list[GoldQuestion], indexed: set[str]) -> dict[str, Any]:
@@ -420,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     systems: dict[str, dict[str, Any]] = {}
     systems[f"rag ({ours['settings']['fusion']} hybrid, {ours_dtype})"] = {
         "side": "rag", "model_load_s": ours["model_load_s"], "ingest_s": ours["ingest_s"],
-        "passages": ours["passages"], **percentiles(ours["latencies_ms"]),
+        "passages": ours["passages"], **latency_stats(ours["latencies_ms"]),
         **recall(ours["ranked_docs"], questions, indexed), "load_before": ours["load_before"],
         "latencies_ms": ours["latencies_ms"],
     }
@@ -429,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype = "bf16" if result["resolved"]["dtype"] == "torch.bfloat16" else "fp32"
         systems[f"txtai {name.removesuffix('-bf16')} ({dtype})"] = {
             "side": "txtai", "config": name, "model_load_s": result["model_load_s"], "ingest_s": result["index_s"],
-            "passages": result["passages"], **percentiles(result["latencies_ms"]),
+            "passages": result["passages"], **latency_stats(result["latencies_ms"]),
             **recall(ranked, questions, indexed), "load_before": result["load_before"],
             "latencies_ms": result["latencies_ms"],
         }

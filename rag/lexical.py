@@ -7,9 +7,9 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -105,29 +105,46 @@ class ChunkTerms:
 
 
 class SentenceTerms:
-    """Saved tokens read back for searching, so that re-ranking tokenises nothing: every chunk's
-    term ids (``ids[offsets[row]:offsets[row + 1]]``) and how many of them each of its sentences
-    holds (``sizes[size_offsets[row]:size_offsets[row + 1]]``), memory-mapped, with the vocabulary."""
+    """Saved tokens read back: every chunk's term ids (``ids[offsets[row]:offsets[row + 1]]``)
+    and how many of them each of its sentences holds (``sizes[size_offsets[row]:size_offsets[row + 1]]``),
+    with the vocabulary. Re-ranking reads them memory-mapped, so it tokenises nothing; a commit
+    reads them whole to carry kept chunks' tokens over."""
 
     def __init__(self, vocabulary: list[str], ids: np.ndarray, offsets: np.ndarray,
                  sizes: np.ndarray, size_offsets: np.ndarray):
-        self.term_id = {t: i for i, t in enumerate(vocabulary)}
+        self.vocabulary = vocabulary
         self.ids, self.offsets, self.sizes, self.size_offsets = ids, offsets, sizes, size_offsets
 
+    @cached_property
+    def term_id(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.vocabulary)}
+
     @classmethod
-    def load(cls, directory: Path, chunks: int) -> SentenceTerms | None:
-        """None when the generation saved no sentence sizes (older indexes) or they do not fit."""
+    def read(cls, directory: Path, mmap: bool = True) -> SentenceTerms | None:
+        """None when the generation saved no sentence sizes (older indexes) or they do not fit
+        its tokens."""
+        mode: Literal["r"] | None = "r" if mmap else None
         try:
             vocabulary = json.loads((directory / TERMS_VOCABULARY).read_text(encoding="utf-8"))
-            ids = np.load(directory / TERMS_IDS, mmap_mode="r", allow_pickle=False)
+            ids = np.load(directory / TERMS_IDS, mmap_mode=mode, allow_pickle=False)
             offsets = np.load(directory / TERMS_OFFSETS, allow_pickle=False)
-            sizes = np.load(directory / TERMS_SENTENCES, mmap_mode="r", allow_pickle=False)
+            sizes = np.load(directory / TERMS_SENTENCES, mmap_mode=mode, allow_pickle=False)
             size_offsets = np.load(directory / TERMS_SENTENCE_OFFSETS, allow_pickle=False)
         except (OSError, ValueError):
             return None
-        fits = (len(offsets) == len(size_offsets) == chunks + 1 and offsets[-1] == len(ids)
+        fits = (len(offsets) == len(size_offsets) and offsets[-1] == len(ids)
                 and size_offsets[-1] == len(sizes) and int(sizes.sum()) == len(ids))
         return cls(vocabulary, ids, offsets, sizes, size_offsets) if fits else None
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def chunk_terms(self) -> ChunkTerms:
+        words = np.array(self.vocabulary, dtype=object)[self.ids] if len(self.ids) else np.array([], dtype=object)
+        o, z = self.offsets, self.size_offsets
+        rows = range(len(self))
+        return ChunkTerms([words[o[i]:o[i + 1]].tolist() for i in rows],
+                          [self.sizes[z[i]:z[i + 1]].tolist() for i in rows])
 
 
 class LexicalIndex:
@@ -172,21 +189,8 @@ class LexicalIndex:
     def load_terms(directory: Path) -> ChunkTerms | None:
         """The saved tokens of every chunk with their sentence sizes, or None if this index
         saved none (or, before sentence sizes were saved, no sizes)."""
-        try:
-            vocabulary = np.array(json.loads((directory / TERMS_VOCABULARY).read_text(encoding="utf-8")),
-                                  dtype=object)
-            ids = np.load(directory / TERMS_IDS, allow_pickle=False)
-            offsets = np.load(directory / TERMS_OFFSETS, allow_pickle=False)
-            sizes = np.load(directory / TERMS_SENTENCES, allow_pickle=False)
-            size_offsets = np.load(directory / TERMS_SENTENCE_OFFSETS, allow_pickle=False)
-        except (OSError, ValueError):
-            return None
-        if len(size_offsets) != len(offsets):
-            return None
-        words = vocabulary[ids] if len(ids) else np.array([], dtype=object)
-        chunks = range(len(offsets) - 1)
-        return ChunkTerms([words[offsets[i]:offsets[i + 1]].tolist() for i in chunks],
-                          [sizes[size_offsets[i]:size_offsets[i + 1]].tolist() for i in chunks])
+        saved = SentenceTerms.read(directory, mmap=False)
+        return saved.chunk_terms() if saved is not None else None
 
     @classmethod
     def load(cls, directory: Path, size: int) -> LexicalIndex:

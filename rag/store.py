@@ -209,9 +209,8 @@ class IndexSnapshot:
         """The term ids of each chunk's sentences, read once from the saved tokens; None for a
         generation that saved no sentence sizes (searching then tokenises what it needs)."""
         if "sentence_terms" not in self.derived:
-            self.derived["sentence_terms"] = (
-                SentenceTerms.load(self.directory / "bm25", len(self.chunks)) if self.directory is not None else None
-            )
+            saved = SentenceTerms.read(self.directory / "bm25") if self.directory is not None else None
+            self.derived["sentence_terms"] = saved if saved is not None and len(saved) == len(self.chunks) else None
         found: SentenceTerms | None = self.derived["sentence_terms"]
         return found
 
