@@ -111,14 +111,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def rag_server(index_dir: Path, workdir: Path, timeout: float = 180) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``rag serve`` over ``index_dir`` as a subprocess (log in ``workdir/server.log``);
-    yields the process and its base URL once /health reports the index loaded."""
+def rag_server(index_dir: Path, workdir: Path, timeout: float = 180, settings: dict[str, str] | None = None,
+               ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``rag serve`` over ``index_dir`` as a subprocess (log in ``workdir/server.log``), with
+    no RAG_* variables but ``settings``; yields the process and its base URL once /health
+    reports the index loaded."""
     port = free_port()
     rag = Path(sys.executable).with_name("rag")
+    env = clean_env() | (settings or {})
     with open(workdir / "server.log", "wb") as log:
         process = subprocess.Popen([str(rag), "serve", "--index", str(index_dir), "--port", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=clean_env())
+                                   stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

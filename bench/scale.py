@@ -381,11 +381,12 @@ def _mib(kib: int | None) -> float | None:
     return round(kib / 1024, 1) if kib is not None else None
 
 
-def measure_served(index_dir: Path, workdir: Path, questions: list[str], searches: int) -> dict[str, Any]:
+def measure_served(index_dir: Path, workdir: Path, questions: list[str], searches: int,
+                   settings: dict[str, str] | None = None) -> dict[str, Any]:
     """Start ``rag serve`` on ``index_dir``; its load time, RSS and search latency."""
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with rag_server(index_dir, workdir, timeout=3600) as (process, base_url):
+    with rag_server(index_dir, workdir, timeout=3600, settings=settings) as (process, base_url):
         ready_s = time.perf_counter() - started
         loaded = rss_kib(process.pid)
         times: list[float] = []

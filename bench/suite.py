@@ -57,14 +57,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import load
 from _common import (
     REPO_ROOT,
     CallTimes,
@@ -352,7 +349,8 @@ def run_http(index_dir: Path, workdir: Path, questions: list[str], args: argpars
     cells: list[dict[str, Any]] = []
     warmup_errors: list[str] = []
     started = time.perf_counter()
-    with server_environment(args.cache_size) as environment, rag_server(index_dir, workdir) as (process, base_url):
+    environment = server_settings(args.cache_size)
+    with rag_server(index_dir, workdir, settings=environment) as (process, base_url):
         ready_s = time.perf_counter() - started
         with httpx.Client(base_url=base_url, timeout=300, trust_env=False) as client:
             for i in range(args.warmup):
@@ -425,23 +423,11 @@ def query_settings(settings: Settings, index_dir: Path, cache_size: int) -> Sett
     return settings.model_copy(update=update)
 
 
-@contextmanager
-def server_environment(cache_size: int) -> Iterator[dict[str, str]]:
-    """While open, the ``rag serve`` processes of ``load.rag_server`` (which start from
-    ``load.clean_env()``, without RAG_* variables) get this process's RAG_* variables, so that
-    they run with the settings of the in-process parts, and RAG_CACHE_SIZE=``cache_size``."""
-    extra = {key: value for key, value in os.environ.items() if key.startswith("RAG_")}
-    extra["RAG_CACHE_SIZE"] = str(cache_size)
-    original = load.clean_env
-
-    def environment() -> dict[str, str]:
-        return {**original(), **extra}
-
-    load.clean_env = environment
-    try:
-        yield extra
-    finally:
-        load.clean_env = original
+def server_settings(cache_size: int) -> dict[str, str]:
+    """The RAG_* variables of the ``rag serve`` processes: this process's own, so that they run
+    with the settings of the in-process parts, and RAG_CACHE_SIZE=``cache_size``."""
+    return {key: value for key, value in os.environ.items() if key.startswith("RAG_")} | {
+        "RAG_CACHE_SIZE": str(cache_size)}
 
 
 def query_index(args: argparse.Namespace, settings: Settings, embedder: Embedder, corpus: Path,
@@ -511,8 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n== memory and disk", flush=True)
             rows: list[dict[str, Any]] = []
             if index_dir is not None:
-                with server_environment(args.cache_size):
-                    real = measure_served(index_dir, workdir / "serve-real", questions, args.searches)
+                real = measure_served(index_dir, workdir / "serve-real", questions, args.searches,
+                                      server_settings(args.cache_size))
                 rows.append({"kind": "real", "label": f"real: {index_dir.name}", **real})
             rows.extend(measure_sizes(args.sizes, args.bench_dir.expanduser().resolve(),
                                       resolve_from_repo(args.corpus), args.seed, settings.ann_threshold,
