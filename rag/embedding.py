@@ -17,7 +17,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 EmbedBackend = Literal["torch", "onnx", "auto"]
 EMBED_BACKENDS: tuple[str, ...] = ("torch", "onnx", "auto")
+# Sentences to score are few and short: small batches, sorted by length, pad less (on 14
+# answer candidates of 440 tokens, 59 ms in batches of 8 against 66 ms in one).
+SENTENCE_BATCH = 8
 # Part of the cache folder's name: a new export recipe gets a new folder instead of reusing an old one.
 ONNX_EXPORT_VERSION = "onnx-int8-v1"
 
@@ -306,6 +311,7 @@ class Embedder:
         self.cache_dir = Path(cache_dir) if cache_dir else default_model_cache()
         self.threads = threads
         self._batch_threads = threads or 0  # torch's own default once the model is loaded
+        self._given = threading.local()  # see given_queries
 
     @cached_property
     def model(self) -> SentenceTransformer:
@@ -409,13 +415,30 @@ class Embedder:
         if torch.get_num_threads() != threads:  # process-wide: set only on a change
             torch.set_num_threads(threads)
 
+    @contextmanager
+    def given_queries(self, vectors: Mapping[str, np.ndarray]) -> Iterator[None]:
+        """Within the block, on this thread, :meth:`embed_query` answers with ``vectors`` for
+        the texts they hold instead of embedding them again: retrieval's vector of a question,
+        handed on to the generator that scores sentences against the same question."""
+        outer = getattr(self._given, "vectors", None)
+        self._given.vectors = vectors
+        try:
+            yield
+        finally:
+            self._given.vectors = outer
+
     def embed_query(self, text: str) -> np.ndarray:
+        given: Mapping[str, np.ndarray] | None = getattr(self._given, "vectors", None)
+        if given is not None and text in given:
+            return given[text]
         return self._encode([text], False, threads=1)[0]
 
     def embed_sentences(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts, False, threads=1)
+        return self._encode(texts, False, threads=1, batch_size=SENTENCE_BATCH)
 
-    def _encode(self, texts: Sequence[str], progress: bool, threads: int | None = None) -> np.ndarray:
+    def _encode(
+        self, texts: Sequence[str], progress: bool, threads: int | None = None, batch_size: int | None = None
+    ) -> np.ndarray:
         """Vectors of ``texts``. Torch runs them on ``threads`` threads (default: the batch
         setting). Queries and sentences get one: a second thread saves about 1 ms on an idle
         2-core machine, but when anything else runs there, threads waiting on each other at every
@@ -429,7 +452,7 @@ class Embedder:
             self._use_threads(threads or self._batch_threads)
             vectors = model.encode(
                 list(texts),
-                batch_size=self.batch_size,
+                batch_size=min(batch_size or self.batch_size, self.batch_size),
                 convert_to_numpy=True,
                 show_progress_bar=progress,
             )

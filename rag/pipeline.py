@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -30,6 +30,9 @@ from rag.retrieval import RetrievalParams
 from rag.retrieval import search as retrieve
 from rag.store import IndexLayout, IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash
 from rag.types import Answer, Article, Chunk, GeneratedAnswer, Passage, SearchFilters
+
+# The vectors of the query texts a search embedded, by text; the generator reuses the question's.
+QueryVectors = Mapping[str, np.ndarray]
 
 
 @dataclass
@@ -83,7 +86,7 @@ class RagPipeline:
         self._generators: dict[str, Generator] = {}
         s = self.settings
         # Recent searches (keyed by the index generation they searched) and extractive answers.
-        self.recent_searches: RecentResults[tuple[Passage, ...]] = RecentResults(s.cache_size)
+        self.recent_searches: RecentResults[tuple[tuple[Passage, ...], QueryVectors]] = RecentResults(s.cache_size)
         self.recent_answers: RecentResults[GeneratedAnswer] = RecentResults(s.cache_size)
         self.retrieval_params = RetrievalParams(
             candidates=s.candidates,
@@ -311,6 +314,13 @@ class RagPipeline:
     # -- reading ---------------------------------------------------------------------------
 
     def search(self, query: str, k: int | None = None, filters: SearchFilters | None = None) -> list[Passage]:
+        return self._search(query, k, filters)[0]
+
+    def _search(
+        self, query: str, k: int | None, filters: SearchFilters | None
+    ) -> tuple[list[Passage], QueryVectors]:
+        """The passages, and the vectors of the query texts retrieval embedded (the question's
+        and any sub-question's), which the generator may reuse."""
         query = self._check_text(query, "query")
         k = self._check_k(k)
         if filters is not None and filters.as_of:
@@ -324,8 +334,13 @@ class RagPipeline:
         key = (snapshot.generation, query, k, filters)
         remembered = self.recent_searches.get(key)
         if remembered is not None:
-            return list(remembered)
+            return list(remembered[0]), remembered[1]
         embedding = 0.0  # seconds in the embedder, reported apart from the rest of retrieval
+        queried: dict[str, np.ndarray] = {}
+
+        def embed_query(text: str) -> np.ndarray:
+            queried[text] = embedder.embed_query(text)
+            return queried[text]
 
         def timed(embed: Callable[[Any], np.ndarray]) -> Callable[[Any], np.ndarray]:
             def run(texts: Any) -> np.ndarray:
@@ -337,14 +352,14 @@ class RagPipeline:
                     embedding += time.perf_counter() - began
             return run
 
-        embed_query, embed_texts = timed(embedder.embed_query), timed(embedder.embed_passages)
         started = time.perf_counter()
-        passages = retrieve(snapshot, embed_query, query, k, self.retrieval_params, filters, embed_texts=embed_texts)
+        passages = retrieve(snapshot, timed(embed_query), query, k, self.retrieval_params, filters,
+                            embed_texts=timed(embedder.embed_passages))
         if self.on_stage is not None:
             self.on_stage("embed", embedding)
             self.on_stage("search", time.perf_counter() - started - embedding)
-        self.recent_searches.put(key, tuple(passages))
-        return passages
+        self.recent_searches.put(key, (tuple(passages), queried))
+        return passages, queried
 
     def ask(
         self,
@@ -354,9 +369,10 @@ class RagPipeline:
         filters: SearchFilters | None = None,
     ) -> Answer:
         started = time.perf_counter()
-        gen, passages = self._prepare(question, k, generator, filters)
+        gen, passages, queried = self._prepare(question, k, generator, filters)
         retrieved = time.perf_counter()
-        result = self._generate(gen, question.strip(), passages[: self.settings.answer_passages])
+        with self.embedder.given_queries(queried):
+            result = self._generate(gen, question.strip(), passages[: self.settings.answer_passages])
         return self._answer(question, gen, passages, result, started, retrieved)
 
     def _generate(self, gen: Generator, question: str, passages: list[Passage]) -> GeneratedAnswer:
@@ -385,11 +401,18 @@ class RagPipeline:
         halfway through a stream. An LLM's pieces are its raw words; the final
         Answer carries the checked text and citations, which may differ."""
         started = time.perf_counter()
-        gen, passages = self._prepare(question, k, generator, filters)
+        gen, passages, queried = self._prepare(question, k, generator, filters)
         retrieved = time.perf_counter()
 
         def pieces() -> Iterator[str | Answer]:
-            for piece in gen.stream(question.strip(), passages[: self.settings.answer_passages]):
+            stream = gen.stream(question.strip(), passages[: self.settings.answer_passages])
+            while True:
+                # Each piece may be asked for on another thread (a server's pool), so the
+                # question's vector is handed on for each step alone.
+                with self.embedder.given_queries(queried):
+                    piece = next(stream, None)
+                if piece is None:
+                    return
                 if isinstance(piece, GeneratedAnswer):
                     yield self._answer(question, gen, passages, piece, started, retrieved)
                 else:
@@ -399,10 +422,10 @@ class RagPipeline:
 
     def _prepare(
         self, question: str, k: int | None, generator: str | None, filters: SearchFilters | None
-    ) -> tuple[Generator, list[Passage]]:
+    ) -> tuple[Generator, list[Passage], QueryVectors]:
         self._check_text(question, "question")
         gen = self.generator(generator)  # fail on an unknown name before any work
-        return gen, self.search(question, k, filters)
+        return gen, *self._search(question, k, filters)
 
     def _answer(
         self, question: str, gen: Generator, passages: list[Passage], result: GeneratedAnswer,

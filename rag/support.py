@@ -77,8 +77,22 @@ def support_matrix(
     if not texts or not sources:
         return np.zeros((len(texts), len(sources)))
     vectors = embedder.embed_sentences([*texts, *sources])
-    text_vectors, source_vectors = vectors[: len(texts)], vectors[len(texts):]
-    semantic = np.clip(text_vectors @ source_vectors.T, 0.0, 1.0)
+    return _mix(vectors[: len(texts)] @ vectors[len(texts):].T, texts, sources, semantic_weight)
+
+
+def question_support(embedder: Embedder, question: str, sources: Sequence[str]) -> np.ndarray:
+    """``support_matrix(embedder, [question], sources)[0]``, with the question embedded as a
+    query: when retrieval has just embedded it, the pipeline hands that vector on
+    (:meth:`Embedder.given_queries`) and only the sources are embedded here."""
+    if not sources:
+        return np.zeros(0)
+    semantic = embedder.embed_sentences(sources) @ embedder.embed_query(question)
+    return _mix(semantic[None, :], [question], sources, SEMANTIC_WEIGHT)[0]
+
+
+def _mix(cosine: np.ndarray, texts: Sequence[str], sources: Sequence[str], semantic_weight: float) -> np.ndarray:
+    """The support scores from the texts' cosine similarities to the sources (see :func:`support_matrix`)."""
+    semantic = np.clip(cosine, 0.0, 1.0)
     source_terms = [content_terms(s) for s in sources]
     scores = np.empty_like(semantic)
     for i, text in enumerate(texts):

@@ -8,13 +8,17 @@
   mission question as it does with every sentence embedded.
 * Recent searches and answers are remembered per index generation and per passages,
   never served across a change.
+* An answer embeds its question once: retrieval's vector is handed on to the generator,
+  also when a stream's pieces are produced on different threads; sentences embedded in
+  small batches, and the question as a query, score as embedding them together did.
 * Queries embed on one thread; a server embeds batches on one thread too.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,7 @@ from rag.generators.extractive import ExtractiveGenerator
 from rag.lexical import TERMS_SENTENCE_OFFSETS, TERMS_SENTENCES, ChunkTerms, LexicalIndex, _stemmer, tokenize
 from rag.pipeline import RagPipeline
 from rag.rerank import QueryTerms, features
-from rag.support import SourceSentence
+from rag.support import SourceSentence, passage_sentences, question_support, support_matrix
 from rag.types import Article
 from tests.conftest import LENDERS, MISSION_QUESTION, SEEDS
 from tests.test_retrieval_stages import ARTICLES
@@ -161,6 +165,9 @@ class CountingEmbedder:
         self.sentences += len(texts)
         return self.inner.embed_sentences(texts)
 
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.inner.embed_query(text)
+
 
 @pytest.mark.parametrize("question", [MISSION_QUESTION, "Who will be vice president of Xiaomi's financial unit?"])
 def test_embedding_only_candidates_answers_as_embedding_every_sentence(
@@ -177,6 +184,62 @@ def test_embedding_only_candidates_answers_as_embedding_every_sentence(
     assert embedded[1] < embedded[0], "fewer sentences embedded"
     if question == MISSION_QUESTION:
         assert all(name in (answers[1].answer or "") for name in LENDERS)
+
+
+class EncodeLog:
+    """Every text the embedder's model is asked to encode, whatever the entry point."""
+
+    def __init__(self, embedder: Embedder, monkeypatch: pytest.MonkeyPatch):
+        self.texts: list[str] = []
+        encode = embedder._encode
+
+        def logged(texts: Sequence[str], *args: Any, **kwargs: Any) -> np.ndarray:
+            self.texts.extend(texts)
+            return encode(texts, *args, **kwargs)
+
+        monkeypatch.setattr(embedder, "_encode", logged)
+
+
+def test_an_answer_embeds_its_question_once(
+    seed_pipeline: RagPipeline, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipe = RagPipeline(Settings(index_dir=seed_pipeline.settings.index_dir, cache_size=0), embedder=embedder)
+    log = EncodeLog(embedder, monkeypatch)
+    answer = pipe.ask(MISSION_QUESTION)
+    assert all(name in (answer.answer or "") for name in LENDERS)
+    assert log.texts.count(MISSION_QUESTION) == 1, "retrieval's vector is reused by the generator"
+    assert len(log.texts) > 1, "the candidate sentences are embedded"
+    # Outside an answer the vector is not remembered: a plain query embeds again.
+    embedder.embed_query(MISSION_QUESTION)
+    assert log.texts.count(MISSION_QUESTION) == 2
+
+
+def test_a_streamed_answer_embeds_its_question_once_across_threads(
+    seed_pipeline: RagPipeline, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipe = RagPipeline(Settings(index_dir=seed_pipeline.settings.index_dir, cache_size=0), embedder=embedder)
+    log = EncodeLog(embedder, monkeypatch)
+    stream: Iterator[object] = pipe.ask_stream(MISSION_QUESTION)
+    pieces = []
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each step on whichever thread is free, as a server does
+        while (piece := pool.submit(next, stream, None).result()) is not None:
+            pieces.append(piece)
+    answer = pieces[-1]
+    assert all(name in (answer.answer or "") for name in LENDERS)  # type: ignore[attr-defined]
+    assert log.texts.count(MISSION_QUESTION) == 1
+
+
+@pytest.mark.parametrize("question", [MISSION_QUESTION, "When did Xiaomi launch Mi Credit in India?"])
+def test_question_support_scores_as_the_joint_embedding(
+    seed_pipeline: RagPipeline, embedder: Embedder, question: str
+) -> None:
+    sentences = [s.text for s in passage_sentences(seed_pipeline.search(question))]
+    joint = support_matrix(embedder, [question], sentences)[0]
+    alone = question_support(embedder, question, sentences)
+    assert np.allclose(alone, joint, atol=0.01), "the same scores, up to the model's rounding"
+    assert int(np.argmax(alone)) == int(np.argmax(joint))
+    one_by_one = np.stack([embedder.embed_query(s) for s in sentences])
+    assert np.all(np.sum(embedder.embed_sentences(sentences) * one_by_one, axis=1) > 0.999)
 
 
 def test_searches_are_remembered_per_generation(tmp_path: Path, embedder: Embedder) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from rag.generators.base import BaseGenerator, GeneratorContext, abstain, cite
-from rag.support import SourceSentence, content_terms, passage_sentences, support_matrix
+from rag.support import SourceSentence, content_terms, passage_sentences, question_support
 from rag.types import GeneratedAnswer, Passage
 
 # A sentence opening with one of these leans on the sentence before it.
@@ -110,7 +110,7 @@ class ExtractiveGenerator(BaseGenerator):
 
     def score(self, question: str, texts: Sequence[str]) -> np.ndarray:
         """Support of each text for the question, in [0, 1] (see :mod:`rag.support`)."""
-        return support_matrix(self.embedder, [question], texts)[0]
+        return question_support(self.embedder, question, texts)
 
     @staticmethod
     def _with_context(sentences: Sequence[SourceSentence], best: int) -> list[int]:

@@ -18,7 +18,7 @@ from rag.checking import check_answer
 from rag.config import Settings
 from rag.errors import ConfigError
 from rag.generators.base import BaseGenerator, GeneratorContext, abstain
-from rag.support import passage_sentences, support_matrix
+from rag.support import passage_sentences, question_support
 from rag.types import GeneratedAnswer, Passage
 
 Message = dict[str, str]
@@ -77,7 +77,7 @@ class ChatGenerator(BaseGenerator):
         sentences = passage_sentences(passages)
         if not sentences:
             return abstain("no passages were retrieved, so the corpus holds no answer")
-        best = float(support_matrix(self.embedder, [question], [s.text for s in sentences]).max())
+        best = float(question_support(self.embedder, question, [s.text for s in sentences]).max())
         if best < self.min_support:
             return abstain(
                 "the corpus does not appear to answer this question: the best matching sentence "
