@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         0.40, ge=0.0, le=1.0, description="Below this sentence score the extractive generator abstains."
     )
     answer_candidates: int = Field(
-        12, ge=0, le=1000,
+        8, ge=0, le=1000,
         description="Sentences the extractive generator scores with the embedder: those sharing most of the "
         "question's words, with their neighbours when they lean on each other; 0: every sentence.",
     )

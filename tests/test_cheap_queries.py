@@ -175,7 +175,7 @@ def test_embedding_only_candidates_answers_as_embedding_every_sentence(
 ) -> None:
     passages = seed_pipeline.search(question)
     answers, embedded = [], []
-    for candidates in (0, 12):
+    for candidates in (0, Settings().answer_candidates):
         counting = CountingEmbedder(embedder)
         context = GeneratorContext(embedder=counting, answer_candidates=candidates)  # type: ignore[arg-type]
         answers.append(ExtractiveGenerator(context).generate(question, passages))

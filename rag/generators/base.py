@@ -25,7 +25,7 @@ class GeneratorContext:
     embedder: Embedder
     max_answer_sentences: int = 3
     min_support: float = 0.40
-    answer_candidates: int = 12  # sentences the extractive generator embeds per answer; 0: all
+    answer_candidates: int = 8  # sentences the extractive generator embeds per answer; 0: all
     settings: Settings | None = None  # everything else; LLM generators need it
 
 
