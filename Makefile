@@ -47,9 +47,9 @@ eval: setup
 bench: setup
 	$(BIN)/python bench/suite.py --repeat 1 --queries 52 --http-seconds 30 --sizes 20000 200000 1000000 --bench-dir $(BENCH_DIR) --out $(BENCH_DIR)/suite.json
 	$(BIN)/python bench/peer_txtai.py --limit 400 --queries 52 --configs dense,hybrid,hybrid-bf16 --bench-dir $(BENCH_DIR) --out $(BENCH_DIR)/peer-txtai.json
-	# The same queries and comparison with the int8 onnx embedder.
-	RAG_EMBED_BACKEND=onnx $(BIN)/python bench/suite.py --parts queries http --queries 52 --http-seconds 30 --bench-dir $(BENCH_DIR) --out $(BENCH_DIR)/suite-onnx.json
-	RAG_EMBED_BACKEND=onnx $(BIN)/python bench/peer_txtai.py --limit 400 --queries 52 --configs dense,hybrid,hybrid-bf16 --bench-dir $(BENCH_DIR) --out $(BENCH_DIR)/peer-txtai-onnx.json
+	# The same queries and comparison with the torch embedder (bfloat16 where the CPU has it).
+	RAG_EMBED_BACKEND=torch $(BIN)/python bench/suite.py --parts queries http --queries 52 --http-seconds 30 --bench-dir $(BENCH_DIR) --out $(BENCH_DIR)/suite-torch.json
+	RAG_EMBED_BACKEND=torch $(BIN)/python bench/peer_txtai.py --limit 400 --queries 52 --configs dense,hybrid,hybrid-bf16 --bench-dir $(BENCH_DIR) --out $(BENCH_DIR)/peer-txtai-torch.json
 	$(BIN)/python bench/retrieval.py --eval-dir $(EVAL) --bench-dir $(BENCH_DIR)
 	$(BIN)/python bench/updates.py --index $(BENCH_DIR)/realtimeqa-t200-40
 	$(BIN)/python bench/load.py --clients 32 --seconds 60

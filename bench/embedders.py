@@ -3,7 +3,7 @@
 backend's vectors are from torch float32's.
 
 Backends: ``torch-fp32``, ``torch-bf16`` (sentence-transformers) and ``onnx-int8``
-(onnxruntime, exported once into ``--cache-dir``; skipped when the ``fast`` extra is not
+(onnxruntime, exported once into ``--cache-dir``; skipped when onnxruntime or onnx is not
 installed). The passages are the stored texts of the first ``--passages`` chunks of an
 existing index, in index order. They are cut into slices of ``--slice`` passages; every
 slice is embedded by every backend, the order of backends rotating from slice to slice
@@ -62,7 +62,7 @@ def main() -> None:
     if onnx_available():
         backends["onnx-int8"] = Embedder(backend="onnx", batch_size=args.batch_size, cache_dir=args.cache_dir)
     else:
-        print("onnx-int8 skipped: onnxruntime/onnx not installed (pip install -e '.[fast]')")
+        print("onnx-int8 skipped: onnxruntime/onnx not installed (pip install onnxruntime onnx)")
     names = list(backends)
     load_s: dict[str, float] = {}
     for name, embedder in backends.items():

@@ -26,10 +26,11 @@ class Settings(BaseSettings):
         description="Run the embedder in bfloat16; default: on when the CPU has native bf16.",
     )
     embed_backend: Literal["torch", "onnx", "auto"] = Field(
-        "torch",
-        description="What runs the embedder: torch (sentence-transformers); onnx (int8 weights on onnxruntime, "
-        "the 'fast' extra; its vectors differ slightly, so an index is built for one backend); auto (onnx only "
-        "where torch would run float32 and the extra is installed).",
+        "auto",
+        description="What runs the embedder: onnx (int8 weights on onnxruntime, exported locally from the "
+        "packaged model on first use); torch (sentence-transformers, bfloat16 where the CPU has it); auto: "
+        "the backend an existing index was built with, else onnx (torch where onnxruntime is not installed). "
+        "Their vectors differ slightly, so an index is searched only with the backend that built it.",
     )
     embed_cache_dir: Path | None = Field(
         None, description="Where the onnx backend keeps its one-time export; default: ~/.cache/rag-news/models."

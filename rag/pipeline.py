@@ -20,8 +20,8 @@ from rag.cache import RecentResults
 from rag.chunking import chunk_article
 from rag.config import Settings
 from rag.corpus import ReadProblem, read_articles
-from rag.embedding import Embedder
-from rag.errors import ConfigError, DocumentNotFoundError, IndexBusyError, InvalidRequestError
+from rag.embedding import Embedder, backend_of_index
+from rag.errors import ConfigError, DocumentNotFoundError, IndexBusyError, InvalidRequestError, RagError
 from rag.generators.base import Generator, GeneratorContext
 from rag.generators.registry import load_generator
 from rag.lexical import ChunkTerms
@@ -108,9 +108,20 @@ class RagPipeline:
             s = self.settings
             self._embedder = Embedder(
                 s.model_path, bf16=s.bf16, batch_size=s.embed_batch_size,
-                backend=s.embed_backend, cache_dir=s.embed_cache_dir, threads=s.embed_threads,
+                backend=self._backend(), cache_dir=s.embed_cache_dir, threads=s.embed_threads,
             )
         return self._embedder
+
+    def _backend(self) -> str:
+        """The embedding backend setting, with ``auto`` meaning the backend the index was built
+        with when there is one, so that an index keeps being searched with its own vectors."""
+        if self.settings.embed_backend != "auto" or not self.store.exists():
+            return self.settings.embed_backend
+        try:
+            recorded = str(self.store.read_manifest()["model"]["sha256"])
+        except (RagError, KeyError, TypeError):
+            return "auto"  # loading the index reports what is wrong with it
+        return backend_of_index(self.settings.model_path, recorded) or "auto"
 
     @cached_property
     def spec(self) -> IndexSpec:

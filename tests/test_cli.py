@@ -14,7 +14,6 @@ import pytest
 
 from api.schemas import AskResponse, CitationOut, PassageOut
 from rag.config import Settings
-from rag.embedding import Embedder
 from rag.pipeline import RagPipeline
 from tests.conftest import ANSWER_KEYS, CITATION_KEYS, LENDERS, MISSION_QUESTION, PASSAGE_KEYS, SEED_ID, SEEDS
 from tests.processes import assert_clean_error, run_rag
@@ -57,10 +56,11 @@ def second_ingest(workdir: Path, index_dir: Path, first_ingest: Run) -> tuple[Ru
 
 
 @pytest.fixture(scope="module")
-def seed_text(index_dir: Path, first_ingest: Run, embedder: Embedder) -> str:
-    """The cleaned text the CLI's index stores, read through the library."""
+def seed_text(index_dir: Path, first_ingest: Run) -> str:
+    """The cleaned text the CLI's index stores, read through the library (with the default
+    settings, as the CLI built it)."""
     assert first_ingest.returncode == 0, first_ingest.stderr
-    return RagPipeline(Settings(index_dir=index_dir), embedder=embedder).document(SEED_ID).text
+    return RagPipeline(Settings(index_dir=index_dir)).document(SEED_ID).text
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_ingesting_the_same_files_again_changes_nothing(second_ingest: tuple[Run
     assert {p.name for p in index_dir.iterdir()} == generations_before
 
 
-def test_ingest_skips_unreadable_files_and_keeps_the_rest(workdir: Path, embedder: Embedder) -> None:
+def test_ingest_skips_unreadable_files_and_keeps_the_rest(workdir: Path) -> None:
     corpus = workdir / "mixed"
     corpus.mkdir()
     (corpus / "empty.txt").write_bytes(b"")
@@ -114,7 +114,7 @@ def test_ingest_skips_unreadable_files_and_keeps_the_rest(workdir: Path, embedde
     assert any(str(corpus / "blob.txt") in line and "binary" in line for line in skipped), skipped
     assert not any(line.startswith("error:") for line in result.stderr.splitlines())
 
-    total, docs = RagPipeline(Settings(index_dir=index), embedder=embedder).documents()
+    total, docs = RagPipeline(Settings(index_dir=index)).documents()
     assert total == 1
     assert [d.id for d in docs] == ["good"]
     assert docs[0].title == "Harbour town opens a floating library"

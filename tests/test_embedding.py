@@ -19,7 +19,7 @@ from rag.embedding import ONNX_EXPORT_VERSION, Embedder, packaged_model_path, re
 from rag.errors import ConfigError, IndexMismatchError
 from rag.pipeline import RagPipeline
 from rag.sentences import split_sentences
-from tests.conftest import MISSION_QUESTION, SEEDS
+from tests.conftest import LENDERS, MISSION_QUESTION, SEEDS
 
 
 def test_packaged_model_loads_offline_and_vectors_are_normalised(embedder: Embedder) -> None:
@@ -66,8 +66,6 @@ def test_embedding_with_progress_keeps_the_input_order(embedder: Embedder) -> No
 
 @pytest.fixture(scope="module")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
     return tmp_path_factory.mktemp("models")
 
 
@@ -92,17 +90,34 @@ def test_unknown_backend_is_a_config_error() -> None:
         Settings(embed_backend="tensorrt")  # type: ignore[arg-type]
 
 
-def test_without_the_extra_onnx_is_refused_and_auto_stays_on_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_onnxruntime_onnx_is_refused_and_auto_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(embedding_module, "onnx_available", lambda: False)
-    with pytest.raises(ConfigError, match=r"rag-news\[fast\]"):
+    with pytest.raises(ConfigError, match=r"pip install onnxruntime onnx"):
         Embedder(backend="onnx")
-    assert Embedder(backend="auto", bf16=False).backend == "torch"
+    assert Embedder(backend="auto").backend == "torch"
 
 
-def test_auto_picks_onnx_only_where_torch_would_run_float32(model_cache: Path) -> None:
-    assert resolve_backend("auto", bf16=True) == "torch"
-    assert resolve_backend("auto", bf16=False) == "onnx"
-    assert resolve_backend("torch", bf16=False) == "torch"
+def test_auto_is_the_backend_of_the_index_else_onnx(model_cache: Path, seed_index: Path, tmp_path: Path) -> None:
+    assert Settings().embed_backend == "auto" and resolve_backend("auto") == "onnx"
+    # A new index is built with onnx ...
+    fresh = RagPipeline(Settings(index_dir=tmp_path / "new", embed_cache_dir=model_cache))
+    assert fresh.embedder.backend == "onnx"
+    fresh.ingest([SEEDS])
+    assert fresh.store.read_manifest()["model"]["name"].endswith("(onnx int8)")
+    reopened = RagPipeline(Settings(index_dir=tmp_path / "new", embed_cache_dir=model_cache))
+    assert reopened.embedder.backend == "onnx"
+    # ... and one built with torch keeps being searched with torch, with nothing to set.
+    old = RagPipeline(Settings(index_dir=seed_index, embed_cache_dir=model_cache))
+    assert old.embedder.backend == "torch"
+    for pipeline in (reopened, old):
+        answer = pipeline.ask(MISSION_QUESTION)
+        assert all(name in (answer.answer or "") for name in LENDERS)
+    # Asked for by name, the other backend is refused with a message, not searched with wrong vectors.
+    with pytest.raises(IndexMismatchError):
+        RagPipeline(Settings(index_dir=seed_index, embed_backend="onnx", embed_cache_dir=model_cache)).search("Xiaomi")
+
+
+def test_onnx_runs_without_bf16(model_cache: Path) -> None:
     settings = Settings(index_dir=model_cache / "unused", embed_backend="onnx", embed_cache_dir=model_cache)
     pipeline = RagPipeline(settings)
     assert pipeline.embedder.backend == "onnx" and not pipeline.embedder.bf16
