@@ -233,6 +233,7 @@ def test_the_mission_question_streams_an_answer_whose_markers_open_the_quotes(
     citations = page.locator("#citations > li")
     expect(citations).to_have_count(len(mission_answer["citations"]))
     expect(page.locator("#answer")).to_have_attribute("aria-busy", "false")
+    expect(page.locator("#answer")).to_have_attribute("aria-live", "polite")
     expect(page.locator("#status")).to_have_text("Answered.")
 
     answer = page.locator("#answer").inner_text()
