@@ -9,6 +9,7 @@ they fail: CI must prove them. Screenshots go to tests/artifacts/.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from api.routes.web import FILES
 from rag.config import Settings
 from rag.embedding import Embedder
 from rag.pipeline import RagPipeline
-from tests.conftest import LENDERS, MISSION_QUESTION, REPO, SEED_ID
+from tests.conftest import LENDERS, MISSION_QUESTION, REPO, SEED_ID, SEEDS
 from tests.servers import free_port, serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,14 +40,40 @@ WIDE = {"width": 1100, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
 
+# Beside the seed article: one with all its metadata, one whose stored URL is a script, and
+# short notices, enough for two pages of the documents view.
+LIBRARY = {
+    "id": "kelmsby/library", "title": "Harbour town opens a floating library", "source": "Kelmsby Gazette",
+    "published_at": "2024-05-04T09:30:00Z", "url": "https://news.example/kelmsby-library",
+    "text": "The town of Kelmsby opened a floating library on an old ferry on Saturday. "
+            "The ferry holds twelve thousand books and visits four villages along the estuary each week.",
+}
+SCRIPT_URL = {"id": "kelmsby/tides", "title": "Spring tides expected", "url": "javascript:alert(1)",
+              "text": "Spring tides will flood the lower quay of Kelmsby on Thursday evening."}
+NOTICES = [{"id": f"notice-{i:02d}", "title": f"Parish notice {i}", "source": "Parish Board",
+            "text": f"Parish notice number {i} lists the opening hours of the village hall."} for i in range(21)]
+ARTICLES = 1 + 2 + len(NOTICES)
+PAGE_SIZE = 20  # the documents view's page size (api/web/app.js)
+
+
 # -- servers -----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def web_api(seed_index: Path, embedder: Embedder) -> Iterator[httpx.Client]:
-    """The seed index; the ``openai`` generator points at a port where nothing listens, so that
-    choosing it makes the answer fail after the stream has begun."""
-    settings = Settings(index_dir=seed_index, openai_base_url=f"http://127.0.0.1:{free_port()}/v1",
+def web_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Path:
+    folder = tmp_path_factory.mktemp("web")
+    feed = folder / "feed.jsonl"
+    feed.write_text("".join(json.dumps(record) + "\n" for record in [LIBRARY, SCRIPT_URL, *NOTICES]))
+    index_dir = folder / "index"
+    RagPipeline(Settings(index_dir=index_dir), embedder=embedder).ingest([SEEDS, feed])
+    return index_dir
+
+
+@pytest.fixture(scope="module")
+def web_api(web_index: Path, embedder: Embedder) -> Iterator[httpx.Client]:
+    """The ``openai`` generator points at a port where nothing listens, so that choosing it
+    makes the answer fail after the stream has begun."""
+    settings = Settings(index_dir=web_index, openai_base_url=f"http://127.0.0.1:{free_port()}/v1",
                         openai_timeout=5)
     with serve_app(create_app(pipeline=RagPipeline(settings, embedder=embedder))) as client:
         yield client
@@ -273,6 +300,19 @@ def test_the_mission_question_streams_an_answer_whose_markers_open_the_quotes(
     assert page.locator("#doc-text").text_content() == seed_text
 
 
+def test_a_source_shows_its_article_s_source_date_and_link(open_page: Any, web_api: httpx.Client) -> None:
+    page = open_page()
+    load(page, web_api)
+    ask(page, "How many books does the floating library ferry hold?")
+    item = page.locator("#citations > li").filter(has_text=LIBRARY["title"]).first
+    expect(item).to_be_visible()
+    expect(item).to_contain_text("Kelmsby Gazette")
+    expect(item.locator("time")).to_have_text("2024-05-04")
+    expect(item.locator("time")).to_have_attribute("datetime", LIBRARY["published_at"])
+    expect(item.get_by_role("link", name=LIBRARY["title"])).to_have_attribute("href", LIBRARY["url"])
+    expect(page.locator("#citations mark").filter(has_text="twelve thousand books")).to_have_count(1)
+
+
 def test_keyboard_alone_asks_and_follows_a_marker(open_page: Any, web_api: httpx.Client) -> None:
     page = open_page()
     load(page, web_api)
@@ -391,11 +431,16 @@ def test_the_documents_view_finds_and_opens_the_article(
     load(page, web_api)
     page.get_by_role("link", name="Documents").click()
     expect(page.locator("#nav-documents")).to_have_attribute("aria-current", "page")
-    expect(page.locator("#doc-count")).to_have_text("Articles 1–1 of 1.")
-    expect(page.locator("#doc-list li")).to_have_count(1)
-    expect(page.locator("#doc-list li")).to_contain_text(SEED_ID)
+    expect(page.locator("#doc-count")).to_have_text(f"Articles 1–{PAGE_SIZE} of {ARTICLES}.")
+    expect(page.locator("#doc-list li")).to_have_count(PAGE_SIZE)
+    expect(page.locator("#doc-list li").first).to_contain_text(SEED_ID)  # in id order
     expect(page.locator("#doc-prev")).to_be_disabled()
+    page.click("#doc-next")
+    expect(page.locator("#doc-count")).to_have_text(f"Articles {PAGE_SIZE + 1}–{ARTICLES} of {ARTICLES}.")
+    expect(page.locator("#doc-list li")).to_have_count(ARTICLES - PAGE_SIZE)
     expect(page.locator("#doc-next")).to_be_disabled()
+    page.click("#doc-prev")
+    expect(page.locator("#doc-count")).to_have_text(f"Articles 1–{PAGE_SIZE} of {ARTICLES}.")
 
     page.fill("#doc-query", "tungsten")
     page.press("#doc-query", "Enter")
@@ -415,6 +460,19 @@ def test_the_documents_view_finds_and_opens_the_article(
     page.get_by_role("link", name="Back to the documents").click()
     expect(page.locator("#doc-query")).to_have_value("XIAOMI banking")
     expect(page.locator("#doc-list li")).to_have_count(1)
+
+    # By source, with the article's metadata; a stored URL that is not a web address is no link.
+    page.fill("#doc-query", "kelmsby")
+    page.press("#doc-query", "Enter")
+    expect(page.locator("#doc-list li")).to_have_count(2)
+    page.get_by_role("link", name=LIBRARY["title"]).click()
+    expect(page.locator("#doc-meta")).to_contain_text("Kelmsby Gazette · 2024-05-04 · kelmsby/library")
+    expect(page.get_by_role("link", name="original article")).to_have_attribute("href", LIBRARY["url"])
+    page.go_back()
+    page.get_by_role("link", name=SCRIPT_URL["title"]).click()
+    expect(page.locator("#doc-text")).to_have_text(SCRIPT_URL["text"])
+    expect(page.locator("#doc-meta a")).to_have_count(0)
+    assert "javascript:" not in (page.locator("main").inner_html())
 
 
 def test_an_unknown_article_is_reported(open_page: Any, web_api: httpx.Client) -> None:

@@ -557,7 +557,10 @@
     location.hash = documentsHash(listing.q, listing.offset);
   });
 
+  let documentShown = null; // the id asked for last: an older, slower reply is not shown
+
   async function openDocument(id, start, end) {
+    documentShown = id;
     showView("document");
     $("doc-title").textContent = "Loading…";
     $("doc-meta").replaceChildren();
@@ -566,10 +569,12 @@
     try {
       doc = await getJSON(documentPath(id));
     } catch (err) {
+      if (documentShown !== id) return;
       $("doc-title").textContent = "Article not shown";
       showError(err);
       return;
     }
+    if (documentShown !== id) return;
     document.title = `${doc.title || doc.id} · rag`;
     $("doc-title").textContent = doc.title || doc.id;
     const url = webUrl(doc.url);
