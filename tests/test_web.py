@@ -25,7 +25,7 @@ from rag.config import Settings
 from rag.embedding import Embedder
 from rag.pipeline import RagPipeline
 from tests.conftest import LENDERS, MISSION_QUESTION, REPO, SEED_ID, SEEDS
-from tests.servers import free_port, serve_app
+from tests.servers import FailingGenerator, PipelineWithTestGenerators, free_port, serve_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -70,19 +70,25 @@ def web_index(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> P
 
 
 @pytest.fixture(scope="module")
-def web_api(web_index: Path, embedder: Embedder) -> Iterator[httpx.Client]:
+def web_pipeline(web_index: Path, embedder: Embedder) -> PipelineWithTestGenerators:
     """The ``openai`` generator points at a port where nothing listens, so that choosing it
-    makes the answer fail after the stream has begun."""
+    makes the answer fail after the stream has begun; the test generators ``failing`` and
+    ``endless`` (tests/servers.py) are known too, though not listed by GET /generators."""
     settings = Settings(index_dir=web_index, openai_base_url=f"http://127.0.0.1:{free_port()}/v1",
                         openai_timeout=5)
-    with serve_app(create_app(pipeline=RagPipeline(settings, embedder=embedder))) as client:
+    return PipelineWithTestGenerators(settings, embedder)
+
+
+@pytest.fixture(scope="module")
+def web_api(web_pipeline: PipelineWithTestGenerators) -> Iterator[httpx.Client]:
+    with serve_app(create_app(pipeline=web_pipeline)) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def locked_api(seed_index: Path, embedder: Embedder) -> Iterator[httpx.Client]:
     """The seed index behind an API key that reads need too."""
-    settings = Settings(index_dir=seed_index, api_keys=API_KEY, auth_reads=True)  # type: ignore[arg-type]
+    settings = Settings(index_dir=seed_index, api_keys=API_KEY, auth_reads=True)
     with serve_app(create_app(pipeline=RagPipeline(settings, embedder=embedder))) as client:
         yield client
 
@@ -220,6 +226,11 @@ def load(page: Any, client: httpx.Client, fragment: str = "") -> None:
     """Open the page and wait until it has the server's generators (its first request)."""
     page.goto(str(client.base_url).rstrip("/") + "/" + fragment)
     expect(page.locator("#generator option[value='extractive']")).to_have_count(1)
+
+
+def offer_generator(page: Any, name: str) -> None:
+    """Adds a generator the server knows but does not list to the page's choice."""
+    page.evaluate("name => document.getElementById('generator').add(new Option(name, name))", name)
 
 
 def ask(page: Any, question: str, generator: str | None = None) -> None:
@@ -375,6 +386,37 @@ def test_an_error_inside_the_stream_is_shown(open_page: Any, web_api: httpx.Clie
     expect(page.locator("#ask-button")).to_be_enabled()
     assert "Traceback" not in page.content()
     screenshot(page, "web-stream-error")
+
+
+def test_an_answer_that_breaks_off_is_kept_and_marked_incomplete(open_page: Any, web_api: httpx.Client) -> None:
+    page = open_page()
+    load(page, web_api)
+    offer_generator(page, FailingGenerator.name)
+    ask(page, MISSION_QUESTION, generator=FailingGenerator.name)
+    error = page.locator("#error")
+    expect(error).to_contain_text("The answer broke off (502).")
+    expect(error).to_contain_text("The model server closed the connection mid-answer.")
+    expect(page.locator("#answer")).to_have_text(FailingGenerator.PIECE)  # what arrived stays
+    expect(page.locator("#answer")).to_have_class(re.compile(r"\bincomplete\b"))
+    expect(page.locator("#citations-block")).to_be_hidden()
+
+
+def test_stop_ends_an_answer_and_the_server_stops_writing_it(
+    open_page: Any, web_api: httpx.Client, web_pipeline: PipelineWithTestGenerators
+) -> None:
+    page = open_page()
+    load(page, web_api)
+    offer_generator(page, "endless")
+    ask(page, MISSION_QUESTION, generator="endless")
+    expect(page.locator("#answer")).to_contain_text("and and and")
+    expect(page.locator("#ask-button")).to_be_disabled()
+    page.click("#stop-button")
+    expect(page.locator("#status")).to_have_text("Stopped.")
+    expect(page.locator("#stop-button")).to_be_hidden()
+    expect(page.locator("#ask-button")).to_be_enabled()
+    expect(page.locator("#question")).to_be_focused()
+    expect(page.locator("#error")).to_be_hidden()
+    assert web_pipeline.endless.closed.wait(30), "the server went on writing the stopped answer"
 
 
 def test_a_rejected_request_is_shown(open_page: Any, web_api: httpx.Client) -> None:
