@@ -491,7 +491,7 @@ def test_the_documents_view_finds_and_opens_the_article(
 
     page.fill("#doc-query", "XIAOMI banking")
     page.press("#doc-query", "Enter")
-    expect(page.locator("#doc-count")).to_have_text("Articles 1–1 of 1 matching “XIAOMI banking”.")
+    expect(page.locator("#doc-count")).to_have_text("1 article matching “XIAOMI banking”.")
     screenshot(page, "web-documents")
     page.get_by_role("link", name=SEED_TITLE).click()
     expect(page.locator("#doc-title")).to_have_text(SEED_TITLE)
@@ -506,6 +506,7 @@ def test_the_documents_view_finds_and_opens_the_article(
     # By source, with the article's metadata; a stored URL that is not a web address is no link.
     page.fill("#doc-query", "kelmsby")
     page.press("#doc-query", "Enter")
+    expect(page.locator("#doc-count")).to_have_text("2 articles matching “kelmsby”.")
     expect(page.locator("#doc-list li")).to_have_count(2)
     page.get_by_role("link", name=LIBRARY["title"]).click()
     expect(page.locator("#doc-meta")).to_contain_text("Kelmsby Gazette · 2024-05-04 · kelmsby/library")
@@ -522,6 +523,46 @@ def test_an_unknown_article_is_reported(open_page: Any, web_api: httpx.Client) -
     load(page, web_api, "#document=no-such-article")
     expect(page.locator("#error")).to_contain_text("The server refused the request (404).")
     expect(page.locator("#error")).to_contain_text("No document with id 'no-such-article'.")
+
+
+# -- contrast --------------------------------------------------------------------------------------
+
+
+def _luminance(css_colour: str) -> float:
+    """WCAG relative luminance of an ``rgb(...)``/``rgba(...)`` computed colour."""
+    channels = [float(v) / 255 for v in re.findall(r"[\d.]+", css_colour)[:3]]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(foreground: str, background: str) -> float:
+    light, dark = sorted((_luminance(foreground), _luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+# Text on the page and what it is read against: the nearest ancestor with a background.
+COLOURS = """selector => {
+    const node = document.querySelector(selector);
+    let back = node, bg = 'rgba(0, 0, 0, 0)';
+    while (back && (bg = getComputedStyle(back).backgroundColor) === 'rgba(0, 0, 0, 0)') back = back.parentElement;
+    if (!back) bg = 'rgb(255, 255, 255)';
+    return [getComputedStyle(node).color, bg];
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_text_has_enough_contrast(open_page: Any, web_api: httpx.Client, scheme: str) -> None:
+    page = open_page()
+    page.emulate_media(color_scheme=scheme)
+    load(page, web_api)
+    ask(page, MISSION_QUESTION)
+    expect(page.locator("#citations > li")).to_have_count(2)
+    for selector in ("#answer", "#answer a.marker", "#status", "#answer-meta", "#ask-button", "label",
+                     "#nav-ask", "#nav-documents", "#cite-1 mark", "#cite-1 .cite-n", "#cite-1 .muted",
+                     "#cite-1 a", "#key-panel summary", ".brand span"):
+        foreground, background = page.evaluate(COLOURS, selector)
+        ratio = _contrast(foreground, background)
+        assert ratio >= 4.5, f"{scheme}: {selector} is {foreground} on {background}, contrast {ratio:.2f}"
 
 
 # -- a phone ---------------------------------------------------------------------------------------

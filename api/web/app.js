@@ -532,9 +532,11 @@
       el("span", { class: "muted small" }, ...joined([
         doc.source, doc.published_at && dateElement(doc.published_at), el("span", { class: "id" }, doc.id)])))));
     const shown = page.documents.length;
-    if (shown) {
-      $("doc-count").textContent = `Articles ${offset + 1}–${offset + shown} of ${page.total}` +
-        (q.trim() ? ` matching “${q.trim()}”` : "") + ".";
+    const matching = q.trim() ? ` matching “${q.trim()}”` : "";
+    if (shown && shown === page.total) { // all on one page
+      $("doc-count").textContent = `${shown} ${shown === 1 ? "article" : "articles"}${matching}.`;
+    } else if (shown) {
+      $("doc-count").textContent = `Articles ${offset + 1}–${offset + shown} of ${page.total}${matching}.`;
     } else {
       $("doc-count").textContent = q.trim() ? `No articles match “${q.trim()}”.` : "No articles here.";
     }
