@@ -9,7 +9,7 @@ PIP_TORCH_ARGS ?=
 QUESTION ?= Which lenders did Xiaomi partner with?
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test index serve eval bench lint clean
+.PHONY: setup browser demo test index serve eval bench lint clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,18 @@ index: setup
 demo: index
 	$(BIN)/rag ask "$(QUESTION)"
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest
+
+# The browser tests (tests/test_web.py) drive Debian's chromium; Playwright's own browser
+# downloads are never used. Installed only when missing; sudo only when not already root.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+browser:
+	test -x $(CHROMIUM) || { $(SUDO) apt-get -o DPkg::Lock::Timeout=300 update && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    -o DPkg::Lock::Timeout=300 chromium; }
 
 serve: index
 	$(BIN)/rag serve

@@ -1,8 +1,9 @@
 """The FastAPI application: ``create_app(settings)`` builds it; the lifespan
 loads the model (and the index, if one exists) once, before the first request.
 
-Around the routes: request ids, JSON access logs and Prometheus metrics
-(``api/observability.py``), CORS (``RAG_CORS_ORIGINS``) and API keys (``api/security.py``)."""
+``GET /`` serves the web page (``api/routes/web.py``). Around the routes: request ids, JSON
+access logs and Prometheus metrics (``api/observability.py``), CORS (``RAG_CORS_ORIGINS``) and
+API keys (``api/security.py``)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from api.limits import BodySizeLimit
 from api.observability import REQUEST_ID_HEADER, Metrics, RequestContextMiddleware, configure_logging
-from api.routes import answers, documents, openai_compat, stream, system
+from api.routes import answers, documents, openai_compat, stream, system, web
 from api.routes.openai_compat import is_openai_path, openai_error
 from api.security import ALWAYS_OPEN, ApiKeyMiddleware
 from rag import __version__
@@ -76,13 +77,15 @@ def create_app(settings: Settings | None = None, pipeline: RagPipeline | None = 
     app.include_router(documents.router)
     app.include_router(system.router)
     app.include_router(openai_compat.router)
+    app.include_router(web.router)
 
     # Added last, so outermost (in this order): request id, access log and latency; CORS, so that
     # preflights and refusals carry its headers; the API-key check, before any body is read.
     configure_logging()
     app.state.model_loaded = False
     app.state.metrics = Metrics(lambda: getattr(app.state, "pipeline", None))
-    open_paths = ALWAYS_OPEN | {
+    # The web page's files hold no data: the page itself asks for a key when reads need one.
+    open_paths = ALWAYS_OPEN | web.PAGE_PATHS | {
         path for path in (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if path
     }
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, auth_reads=settings.auth_reads,

@@ -2,8 +2,8 @@
 
 With keys set, a request that writes needs ``Authorization: Bearer <key>``; with
 ``RAG_AUTH_READS`` as well, so does every other request except the always-open paths
-(``/health``, ``/ready`` and the OpenAPI documentation). ``/metrics`` is a read: open
-unless reads need a key.
+(``/health``, ``/ready``, the OpenAPI documentation and the web page's files, which hold
+no data). ``/metrics`` is a read: open unless reads need a key.
 
 A write is any POST, PUT, PATCH or DELETE (``/documents`` and whatever else comes), except
 the questions sent by POST (``READ_POSTS``: ``/ask``, ``/ask/stream``, ``/search``,

@@ -112,7 +112,8 @@ class Settings(BaseSettings):
         "'Authorization: Bearer <key>'.",
     )
     auth_reads: bool = Field(
-        False, description="With api_keys set, every endpoint but /health, /ready and the docs needs a key."
+        False,
+        description="With api_keys set, every endpoint but /health, /ready, the docs and the web page needs a key.",
     )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed to call the API from a browser ('*': any); empty: no CORS."

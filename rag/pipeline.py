@@ -469,10 +469,14 @@ class RagPipeline:
             raise DocumentNotFoundError(f"no document with id {doc_id!r}")
         return stored.article
 
-    def documents(self, offset: int = 0, limit: int = 50) -> tuple[int, list[Article]]:
-        """``(total, page)`` of the stored articles in id order."""
+    def documents(self, offset: int = 0, limit: int = 50, query: str | None = None) -> tuple[int, list[Article]]:
+        """``(total, page)`` of the stored articles in id order. With ``query``, only those whose
+        title, source or id contains every word of it, ignoring case (``total`` counts those)."""
         docs = self.snapshot().documents
         ids = sorted(docs)
+        words = (query or "").casefold().split()
+        if words:
+            ids = [i for i in ids if _names_all(docs[i].article, words)]
         return len(ids), [docs[i].article for i in ids[offset: offset + limit]]
 
     def _check_text(self, text: str, what: str) -> str:
@@ -490,3 +494,9 @@ class RagPipeline:
         if not 1 <= k <= 100:
             raise InvalidRequestError(f"k must be between 1 and 100, not {k}")
         return k
+
+
+def _names_all(article: Article, words: list[str]) -> bool:
+    """Whether the article's title, source or id contains each of ``words`` (already casefolded)."""
+    names = " ".join((article.title, article.source or "", article.id)).casefold()
+    return all(word in names for word in words)

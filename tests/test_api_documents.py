@@ -92,6 +92,32 @@ def test_put_creates_a_document_with_201(api: httpx.Client) -> None:
     assert api.delete("/documents/notes/chess").status_code == 200
 
 
+def test_the_listing_finds_articles_by_title_source_or_id(api: httpx.Client) -> None:
+    heron = {"id": "birds/heron", "title": "Grey herons return to the Kelmsby marsh", "source": "Estuary Post",
+             "text": "Forty pairs of grey herons nested in the marsh this spring."}
+    ferry = {"id": "ferry-times", "title": "Ferry timetable changes", "source": "Kelmsby Gazette",
+             "text": "The winter ferry timetable starts on Monday."}
+    assert api.post("/documents", json={"documents": [heron, ferry]}).status_code == 200
+
+    def found(**params: object) -> tuple[int, list[str]]:
+        response = api.get("/documents", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        return page["total"], [d["id"] for d in page["documents"]]
+
+    assert found(q="HERONS") == (1, ["birds/heron"])  # title, any case
+    assert found(q="kelmsby") == (2, ["birds/heron", "ferry-times"])  # a title and a source
+    assert found(q="gazette ferry") == (1, ["ferry-times"])  # every word, in any field
+    assert found(q="birds/") == (1, ["birds/heron"])  # the id
+    assert found(q="kelmsby", offset=1, limit=1) == (2, ["ferry-times"])  # paging counts the matches
+    assert found(q="heron ferry") == (0, [])
+    total, ids = found(q="   ")  # only spaces: no filter
+    assert total == len(ids) >= 3 and SEED_ID in ids
+    assert api.get("/documents", params={"q": "x" * 1001}).status_code == 422
+    for doc_id in ("birds/heron", "ferry-times"):
+        assert api.delete(f"/documents/{doc_id}").status_code == 200
+
+
 def test_uploaded_files_are_stored_and_unreadable_ones_reported(api: httpx.Client) -> None:
     files = [
         ("files", ("../../etc/volcano.txt", VOLCANO_TXT, "text/plain")),  # a path: only the name is used

@@ -43,9 +43,12 @@ def list_documents(
     pipeline: Pipeline,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    q: Annotated[str | None, Query(max_length=1000, description=(
+        "Keep only articles whose title, source or id contains every word of it, ignoring case."))] = None,
 ) -> dict[str, object]:
-    """A page of the stored articles (without their text), in id order."""
-    total, page = pipeline.documents(offset, limit)
+    """A page of the stored articles (without their text), in id order; ``total`` counts
+    the articles that match ``q``, if given."""
+    total, page = pipeline.documents(offset, limit, query=q)
     docs = [{k: v for k, v in a.to_dict().items() if k in DocumentSummary.model_fields} for a in page]
     return {"total": total, "offset": offset, "limit": limit, "documents": docs}
 
