@@ -265,21 +265,23 @@ def _st_dimension(model: SentenceTransformer) -> int:
 
 
 class OnnxEncoder:
-    """An exported model run by onnxruntime, fed by the tokenizer sentence-transformers uses."""
+    """An exported model run by onnxruntime, fed by the tokenizer sentence-transformers uses.
+
+    Two sessions of the same model (about 25 MB each): one on ``threads`` threads (default:
+    onnxruntime's, all cores) for batches of passages, made when first needed, and one on a
+    single thread that does not spin for queries and sentences, for the reason given in
+    :meth:`Embedder._encode`."""
 
     def __init__(self, folder: Path, threads: int | None = None):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        self.folder = folder
+        self.threads = threads
         self.dimension = int(meta["dimension"])
         self.max_seq_length = int(meta["max_seq_length"])
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-        self.inputs = {item.name for item in self.session.get_inputs()}
+        self.single = self._session(1)
+        self.inputs = {item.name for item in self.single.get_inputs()}
         self.counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.counter.no_padding()
         self.counter.no_truncation()
@@ -287,13 +289,31 @@ class OnnxEncoder:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_seq_length)
 
+    def _session(self, threads: int | None) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        if threads == 1:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(self.folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+    @cached_property
+    def batches(self) -> Any:
+        """The session for batches of passages, on ``threads`` threads."""
+        return self.single if self.threads == 1 else self._session(self.threads)
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(e.ids) for e in self.counter.encode_batch(list(texts), add_special_tokens=False)]
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], single_thread: bool = False) -> np.ndarray:
         """One text per run: no padding is computed, and since int8 activations are scaled
         per run, a text's vector does not depend on its neighbours (in batches of 32 it
-        would, by up to 0.03 per component). On two cores this was as fast as batches."""
+        would, by up to 0.03 per component). On two cores this was as fast as batches.
+        ``single_thread``: on the one-thread session (queries and sentences)."""
+        session = self.single if single_thread else self.batches
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for row, e in enumerate(self.tokenizer.encode_batch(list(texts))):
             feeds = {
@@ -301,7 +321,7 @@ class OnnxEncoder:
                 "attention_mask": np.array([e.attention_mask], dtype=np.int64),
                 "token_type_ids": np.array([e.type_ids], dtype=np.int64),
             }
-            out[row] = self.session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0][0]
+            out[row] = session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})[0][0]
         return out
 
 
@@ -456,14 +476,14 @@ class Embedder:
     def _encode(
         self, texts: Sequence[str], progress: bool, threads: int | None = None, batch_size: int | None = None
     ) -> np.ndarray:
-        """Vectors of ``texts``. Torch runs them on ``threads`` threads (default: the batch
-        setting). Queries and sentences get one: a second thread saves about 1 ms on an idle
+        """Vectors of ``texts``, on ``threads`` threads (default: the batch setting; onnx runs
+        one thread or its batch session). Queries and sentences get one: a second thread saves about 1 ms on an idle
         2-core machine, but when anything else runs there, threads waiting on each other at every
         layer made a query take 60 times longer (500 ms instead of 8)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if self.backend == "onnx":
-            vectors = self.onnx.encode(texts)
+            vectors = self.onnx.encode(texts, single_thread=threads == 1)
         else:
             model = self.model
             self._use_threads(threads or self._batch_threads)

@@ -117,6 +117,19 @@ def test_auto_is_the_backend_of_the_index_else_onnx(model_cache: Path, seed_inde
         RagPipeline(Settings(index_dir=seed_index, embed_backend="onnx", embed_cache_dir=model_cache)).search("Xiaomi")
 
 
+def test_onnx_queries_run_on_one_thread_and_batches_on_the_setting(model_cache: Path) -> None:
+    embedder = Embedder(backend="onnx", cache_dir=model_cache, threads=2)
+    query = embedder.embed_query(MISSION_QUESTION)
+    assert embedder.onnx.single.get_session_options().intra_op_num_threads == 1
+    assert "batches" not in vars(embedder.onnx), "a query never makes the batch session"
+    passages = embedder.embed_passages([MISSION_QUESTION, "Shares rose in early trading."])
+    assert embedder.onnx.batches.get_session_options().intra_op_num_threads == 2
+    np.testing.assert_allclose(passages[0], query, atol=1e-5)  # the same model either way
+    served = Embedder(backend="onnx", cache_dir=model_cache, threads=1)
+    served.embed_passages(["Shares rose in early trading."])
+    assert served.onnx.batches is served.onnx.single, "one thread: one session"
+
+
 def test_onnx_runs_without_bf16(model_cache: Path) -> None:
     settings = Settings(index_dir=model_cache / "unused", embed_backend="onnx", embed_cache_dir=model_cache)
     pipeline = RagPipeline(settings)
