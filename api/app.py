@@ -36,15 +36,11 @@ log = logging.getLogger("rag.api")
 def create_app(settings: Settings | None = None, pipeline: RagPipeline | None = None) -> FastAPI:
     """The app; pass ``pipeline`` to share an already loaded one (tests do)."""
     settings = pipeline.settings if pipeline is not None else (settings or Settings())
-    if pipeline is None:
-        import faiss
-
-        if settings.embed_threads is None:
-            # A server runs requests side by side: each embeds with one thread, so that two of them
-            # share two cores instead of four threads contending for them.
-            settings = settings.model_copy(update={"embed_threads": 1})
-        # FAISS's thread pool is its own, and as prone to threads waiting on each other.
-        faiss.omp_set_num_threads(settings.embed_threads or 1)
+    if pipeline is None and settings.embed_threads is None:
+        # A server runs requests side by side: each embeds with one thread, so that two of them
+        # share two cores instead of four threads contending for them. (Queries embed and
+        # FAISS searches on one thread everywhere.)
+        settings = settings.model_copy(update={"embed_threads": 1})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

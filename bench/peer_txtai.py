@@ -40,7 +40,7 @@ dense plus its BM25 keyword index, scores fused 50/50; the like-for-like peer of
 retrieval) and, when our embedder runs bfloat16, ``hybrid-bf16`` (``vectors={"dtype": "bfloat16"}``,
 passed through to ``AutoModel.from_pretrained``), so that one txtai configuration matches ours in
 precision too. ``--configs`` picks any of dense, hybrid, dense-bf16, hybrid-bf16. Ratios are
-txtai's time over ours (above 1: we are faster); the issue's target is 1.5x for ingest and query
+txtai's time over ours (above 1: we are faster); our target is 1.5x for ingest and query
 p50. Differences the table cannot show are printed with it: txtai truncates at the tokenizer's
 512 tokens where sentence-transformers stops at 256 (the count of passages longer than 256 is
 printed), and above 5,000 passages txtai's default FAISS index is IVF (approximate: for the full

@@ -11,7 +11,8 @@
 * An answer embeds its question once: retrieval's vector is handed on to the generator,
   also when a stream's pieces are produced on different threads; sentences embedded in
   small batches, and the question as a query, score as embedding them together did.
-* Queries embed on one thread; a server embeds batches on one thread too.
+* Queries embed on one thread, and FAISS searches on one (on whichever thread searches,
+  leaving the caller's setting as it was); a server embeds batches on one thread too.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rag.generators.extractive import ExtractiveGenerator
 from rag.lexical import TERMS_SENTENCE_OFFSETS, TERMS_SENTENCES, ChunkTerms, LexicalIndex, _stemmer, tokenize
 from rag.pipeline import RagPipeline
 from rag.rerank import QueryTerms, features
+from rag.retrieval import dense_search
 from rag.support import SourceSentence, passage_sentences, question_support, support_matrix
 from rag.types import Article
 from tests.conftest import LENDERS, MISSION_QUESTION, SEEDS
@@ -299,16 +301,53 @@ def test_queries_embed_on_one_thread_and_batches_on_the_batch_setting() -> None:
     torch.set_num_threads(default)
 
 
-def test_a_server_embeds_and_searches_on_one_thread_unless_told_otherwise(tmp_path: Path) -> None:
-    import faiss
-
+def test_a_server_embeds_on_one_thread_unless_told_otherwise(tmp_path: Path) -> None:
     from api.app import create_app
 
     served = create_app(Settings(index_dir=tmp_path / "index"))
-    assert faiss.omp_get_max_threads() == 1, "FAISS searches on one thread in a server too"
     told = create_app(Settings(index_dir=tmp_path / "index", embed_threads=2))
     assert served.state.settings.embed_threads == 1
     assert told.state.settings.embed_threads == 2
     shared = RagPipeline(Settings(index_dir=tmp_path / "index"))
     assert create_app(pipeline=shared).state.settings.embed_threads is None, "a given pipeline is left alone"
 
+
+
+class ThreadsSeen:
+    """A FAISS index that notes how many threads FAISS would use for each search."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.threads = inner, []
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        import faiss
+
+        self.threads.append(faiss.omp_get_max_threads())
+        return self.inner.search(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_faiss_searches_on_one_thread_on_any_thread_and_leaves_the_setting_as_it_was(
+    seed_pipeline: RagPipeline, embedder: Embedder
+) -> None:
+    import faiss
+
+    snapshot = seed_pipeline.snapshot()
+    query = embedder.embed_query(MISSION_QUESTION)
+    seen = ThreadsSeen(snapshot.vectors)
+    snapshot.vectors = seen
+
+    def search_with(threads: int) -> int:
+        faiss.omp_set_num_threads(threads)
+        assert dense_search(snapshot, query, 5)
+        return int(faiss.omp_get_max_threads())
+
+    try:
+        assert search_with(2) == 2, "the caller's setting is put back"
+        with ThreadPoolExecutor(max_workers=1) as pool:  # a server's worker thread
+            assert pool.submit(search_with, 2).result() == 2
+    finally:
+        snapshot.vectors = seen.inner
+    assert seen.threads == [1, 1]
