@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
     indexed = set(ours["doc_ids"])
     rows_to_doc: list[str] = ours["rows"]
-    ours_dtype = "bf16" if ours["settings"]["bf16"] else "fp32"
+    ours_dtype = "int8" if ours["settings"]["backend"] == "onnx" else "bf16" if ours["settings"]["bf16"] else "fp32"
     systems: dict[str, dict[str, Any]] = {}
     systems[f"rag ({ours['settings']['fusion']} hybrid, {ours_dtype})"] = {
         "side": "rag", "model_load_s": ours["model_load_s"], "ingest_s": ours["ingest_s"],

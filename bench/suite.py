@@ -450,7 +450,10 @@ def query_index(args: argparse.Namespace, settings: Settings, embedder: Embedder
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = Settings()
-    embedder = RagPipeline(settings).embedder  # built as the pipeline builds it; the model loads on first use
+    # Built as the pipeline builds it (the model loads on first use): for --index, with the backend
+    # that index was built with; else as for a new index (RAG_EMBED_BACKEND, by default onnx).
+    where = args.index.expanduser().resolve() if args.index is not None else Path(tempfile.mkdtemp()) / "new"
+    embedder = RagPipeline(settings.model_copy(update={"index_dir": where})).embedder
     k = args.k if args.k is not None else settings.top_k
     questions = load_questions(resolve_from_repo(args.questions_file), 100_000)
     if not questions:

@@ -476,10 +476,10 @@ class Embedder:
     def _encode(
         self, texts: Sequence[str], progress: bool, threads: int | None = None, batch_size: int | None = None
     ) -> np.ndarray:
-        """Vectors of ``texts``, on ``threads`` threads (default: the batch setting; onnx runs
-        one thread or its batch session). Queries and sentences get one: a second thread saves about 1 ms on an idle
-        2-core machine, but when anything else runs there, threads waiting on each other at every
-        layer made a query take 60 times longer (500 ms instead of 8)."""
+        """Vectors of ``texts``, on ``threads`` threads (default: the batch setting; onnx has a
+        one-thread session and a batch session). Queries and sentences get one: a second thread
+        saves about 1 ms on an idle 2-core machine, but when anything else runs there, threads
+        waiting on each other at every layer made a query take 60 times longer (500 ms, not 8)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if self.backend == "onnx":
