@@ -217,7 +217,9 @@ def export_onnx_int8(model_path: Path, dest: Path) -> None:
     axes = {name: {0: "batch", 1: "tokens"} for name in names} | {"sentence_embedding": {0: "batch"}}
     full = dest / "full.onnx"
     quiet = _DropRecords()
-    logging.getLogger().addFilter(quiet)  # onnxruntime's quantiser advises pre-processing on the root logger
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    root.addFilter(quiet)  # onnxruntime's quantiser advises pre-processing on the root logger
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # The TorchScript exporter traces plain BERT in a second and needs no onnxscript.
@@ -233,7 +235,11 @@ def export_onnx_int8(model_path: Path, dest: Path) -> None:
             op_types_to_quantize=["MatMul"],
         )
     finally:
-        logging.getLogger().removeFilter(quiet)
+        root.removeFilter(quiet)
+        # ... through logging.info(), which gives the root logger a handler when it has none;
+        # left there, it would print every library's debug records (bm25s's among them).
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
     full.unlink()
     if model.max_seq_length is None:
         raise ConfigError(f"the model in {model_path} does not declare a maximum sequence length")

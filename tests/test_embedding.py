@@ -20,6 +20,7 @@ from rag.errors import ConfigError, IndexMismatchError
 from rag.pipeline import RagPipeline
 from rag.sentences import split_sentences
 from tests.conftest import LENDERS, MISSION_QUESTION, SEEDS
+from tests.processes import run_rag
 
 
 def test_packaged_model_loads_offline_and_vectors_are_normalised(embedder: Embedder) -> None:
@@ -128,6 +129,16 @@ def test_onnx_queries_run_on_one_thread_and_batches_on_the_setting(model_cache: 
     served = Embedder(backend="onnx", cache_dir=model_cache, threads=1)
     served.embed_passages(["Shares rose in early trading."])
     assert served.onnx.batches is served.onnx.single, "one thread: one session"
+
+
+def test_a_first_ingest_exports_the_model_and_prints_only_its_report(tmp_path: Path) -> None:
+    cache = tmp_path / "models"  # nothing exported yet
+    result = run_rag(tmp_path, "ingest", str(SEEDS), "--index", str(tmp_path / "index"), "-q",
+                     env={"RAG_EMBED_CACHE_DIR": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert any(cache.glob(f"*-{ONNX_EXPORT_VERSION}/meta.json")), "the onnx model was exported"
+    assert result.stdout.startswith("1 added,") and len(result.stdout.strip().splitlines()) == 1
+    assert result.stderr.strip() == "", "the export leaves no logging behind (bm25s's debug lines)"
 
 
 def test_onnx_runs_without_bf16(model_cache: Path) -> None:
