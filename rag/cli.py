@@ -7,6 +7,7 @@ reported here, in one place, as one line on stderr and a non-zero exit code.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import textwrap
 from collections.abc import Callable
@@ -184,6 +185,8 @@ def _ingest_on_ray(pipeline: Any, sources: list[Path], rebuild: bool, progress: 
     from rag.distributed import RayOptions, import_ray
 
     import_ray()  # a missing extra fails here, before the model loads
+    # Ray Data reports each pipeline it runs on stderr; the bar below says what matters to a user.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     options = RayOptions(address=address, actors=actors, batch_size=batch_size, num_gpus=num_gpus,
                          actor_cpus=actor_cpus, task_cpus=task_cpus, shard_articles=shard_size)
     with tqdm(desc="Articles indexed", unit="article", disable=not progress, dynamic_ncols=True) as bar:

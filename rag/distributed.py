@@ -291,11 +291,12 @@ class RayBuild:
         parts = ray.data.from_items(files, override_num_blocks=min(len(files), 64))
         parts = parts.flat_map(_split_files, **task)
         articles = parts.map(_parse, fn_kwargs={"limit": s.max_document_chars}, **task).materialize()
-        articles = self._one_per_id(articles)
+        articles = self._one_per_id(articles, task)
         chunked = articles.map_batches(_chunk, fn_kwargs={"settings": s}, batch_size=o.batch_size, **task)
         embedded = chunked.map_batches(
             Embed, fn_constructor_kwargs={"settings": s, "threads": max(1, int(o.actor_cpus))},
-            batch_size=o.batch_size, concurrency=o.actors, num_cpus=o.actor_cpus, num_gpus=o.num_gpus or None,
+            batch_size=o.batch_size, compute=ray.data.ActorPoolStrategy(size=o.actors), num_cpus=o.actor_cpus,
+            num_gpus=o.num_gpus or None,
         )
         pending: list[dict[str, Any]] = []
         for row in embedded.iter_rows():
@@ -306,14 +307,14 @@ class RayBuild:
         if pending:
             yield self._shard(pending)
 
-    def _one_per_id(self, articles: Any) -> Any:
+    def _one_per_id(self, articles: Any, task: dict[str, Any]) -> Any:
         """The single-process rules over the parsed rows: problems are reported and left out, and
         of articles sharing an id the last one is kept, in the place of the first."""
         first: dict[str, int] = {}
         last: dict[str, int] = {}
         dropped: set[int] = set()
-        for batch in articles.select_columns(["order", "where", "id", "message"]).iter_batches(
-                batch_format="numpy", batch_size=65_536):
+        columns = articles.select_columns(["order", "where", "id", "message"], **task)
+        for batch in columns.iter_batches(batch_format="numpy", batch_size=65_536):
             for order, where, doc_id, message in zip(batch["order"], batch["where"], batch["id"], batch["message"],
                                                      strict=True):
                 order = int(order)
@@ -328,13 +329,19 @@ class RayBuild:
                 else:
                     first[doc_id] = order
                 last[doc_id] = order
+        # The few winners of a repeated id take the place of its first occurrence: their text is
+        # fetched and written into that row (rows are never re-sorted, which would shuffle them all).
         moved = {last[i]: first[i] for i in last if last[i] != first[i]}
-        if dropped:
-            articles = articles.filter(lambda row: int(row["order"]) not in dropped)
         if moved:
-            articles = articles.map(lambda row: row | {"order": moved.get(int(row["order"]), int(row["order"]))})
-            articles = articles.sort("order")
-        return articles.select_columns(["order", "article"])
+            winners = articles.filter(lambda row: int(row["order"]) in moved, **task).take_all()
+            replacement = {moved[int(row["order"])]: row["article"] for row in winners}
+            dropped.update(moved)
+            dropped.difference_update(replacement)
+            articles = articles.map(lambda row: row | {"article": replacement.get(int(row["order"]), row["article"])},
+                                    **task)
+        if dropped:
+            articles = articles.filter(lambda row: int(row["order"]) not in dropped, **task)
+        return articles
 
     def _shard(self, rows: list[dict[str, Any]]) -> Shard:
         documents: list[StoredDocument] = []
