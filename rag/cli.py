@@ -149,9 +149,11 @@ def _print_report(report: Any, settings: Settings, as_json: bool) -> None:
               help="With --engine ray: CPUs per reading, cleaning and chunking task.")
 @click.option("--shard-size", type=click.IntRange(1), default=50_000, show_default=True,
               help="With --engine ray: articles per shard of the index.")
+@click.option("--stall-timeout", type=click.FloatRange(1, 86_400), default=600.0, show_default=True,
+              metavar="SECONDS", help="With --engine ray: fail when the build makes no progress for this long.")
 def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebuild: bool, quiet: bool,
            wait: float, engine: str, ray_address: str | None, actors: int, batch_size: int, num_gpus: float,
-           actor_cpus: float, task_cpus: float, shard_size: int) -> None:
+           actor_cpus: float, task_cpus: float, shard_size: int, stall_timeout: float) -> None:
     """Bring the index up to date with the articles in PATHS (files or directories;
     default: seeds/).
 
@@ -167,7 +169,8 @@ def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebui
     sources = list(paths) or [Path("seeds")]
     if engine == "ray":
         report = _ingest_on_ray(pipeline, sources, rebuild, not quiet and not as_json, wait, ray_address or None,
-                                actors, batch_size, num_gpus, actor_cpus, task_cpus, shard_size)
+                                actors, batch_size, num_gpus, actor_cpus, task_cpus, shard_size,
+                                stall_timeout)
     else:
         report = pipeline.ingest(sources, rebuild=rebuild, progress=not quiet and not as_json,
                                  on_problem=_report_problem, wait=wait)
@@ -179,7 +182,7 @@ def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebui
 
 def _ingest_on_ray(pipeline: Any, sources: list[Path], rebuild: bool, progress: bool, wait: float,
                    address: str | None, actors: int, batch_size: int, num_gpus: float, actor_cpus: float,
-                   task_cpus: float, shard_size: int) -> Any:
+                   task_cpus: float, shard_size: int, stall_timeout: float) -> Any:
     from tqdm import tqdm
 
     from rag.distributed import RayOptions, import_ray
@@ -188,7 +191,8 @@ def _ingest_on_ray(pipeline: Any, sources: list[Path], rebuild: bool, progress: 
     # Ray Data reports each pipeline it runs on stderr; the bar below says what matters to a user.
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     options = RayOptions(address=address, actors=actors, batch_size=batch_size, num_gpus=num_gpus,
-                         actor_cpus=actor_cpus, task_cpus=task_cpus, shard_articles=shard_size)
+                         actor_cpus=actor_cpus, task_cpus=task_cpus, shard_articles=shard_size,
+                         stall_timeout=stall_timeout)
     with tqdm(desc="Articles indexed", unit="article", disable=not progress, dynamic_ncols=True) as bar:
         chunks = 0
 

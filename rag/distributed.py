@@ -70,7 +70,8 @@ class RayOptions:
     embedding actors, each loading the model once and using ``actor_cpus`` CPUs and
     ``num_gpus`` GPUs. ``batch_size``: articles per batch sent to an actor. ``shard_articles``:
     articles per shard of the index. ``task_cpus``: CPUs reserved by each reading, cleaning and
-    chunking task."""
+    chunking task. ``stall_timeout``: seconds without any progress after which the build fails
+    (the cluster can no longer schedule the work, say after losing nodes) instead of waiting."""
 
     address: str | None = None
     actors: int = 2
@@ -80,6 +81,7 @@ class RayOptions:
     task_cpus: float = 0.5
     shard_articles: int = 50_000
     local_cpus: int | None = None
+    stall_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,7 @@ class RayBuild:
         context.execution_options.preserve_order = True  # rows reach the driver in input order
         context.enable_progress_bars = False  # the CLI shows its own (articles and chunks written)
         context.print_on_execution_start = False
+        context.execution_no_progress_timeout_s = self.options.stall_timeout
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -272,7 +275,7 @@ class RayBuild:
             yield from self._shards()
         except RagError:
             raise
-        except self.ray.exceptions.RayError as exc:
+        except (self.ray.exceptions.RayError, self.ray.data.exceptions.ExecutionTimeoutError) as exc:
             raise DistributedIngestError(f"the distributed build failed: {_first_line(exc)}") from None
 
     def _shards(self) -> Iterator[Shard]:
@@ -333,14 +336,15 @@ class RayBuild:
         # fetched and written into that row (rows are never re-sorted, which would shuffle them all).
         moved = {last[i]: first[i] for i in last if last[i] != first[i]}
         if moved:
-            winners = articles.filter(lambda row: int(row["order"]) in moved, **task).take_all()
+            winners = articles.flat_map(lambda row: [row] if int(row["order"]) in moved else [], **task).take_all()
             replacement = {moved[int(row["order"])]: row["article"] for row in winners}
             dropped.update(moved)
             dropped.difference_update(replacement)
             articles = articles.map(lambda row: row | {"article": replacement.get(int(row["order"]), row["article"])},
                                     **task)
         if dropped:
-            articles = articles.filter(lambda row: int(row["order"]) not in dropped, **task)
+            # flat_map rather than filter, which asks on stderr for expressions a set lookup cannot be
+            articles = articles.flat_map(lambda row: [] if int(row["order"]) in dropped else [row], **task)
         return articles
 
     def _shard(self, rows: list[dict[str, Any]]) -> Shard:

@@ -382,14 +382,15 @@ def test_losing_a_worker_node_midway_finishes_or_fails_cleanly(
 ) -> None:
     """A cluster of its own, whose worker node is killed (every process, SIGKILL) while its
     embedding actor works: Ray retries the work on the head, or the build fails with one clear
-    line; either way the index is whole: the new one, equal to one process's, or the old one."""
+    line (at the latest once it has made no progress for --stall-timeout); either way the index
+    is whole: the new one, equal to one process's, or the old one."""
     index_dir = tmp_path / "index"
     shutil.copytree(single.store.root, index_dir)
     before = (index_dir / "CURRENT").read_text()
     with RayCluster(workers=1) as own:
         process = start_rag(tmp_path, "ingest", str(corpus), "--index", str(index_dir), "--engine", "ray",
                             "--rebuild", "--actors", "2", "--actor-cpus", "0.5", "--task-cpus", "0.25",
-                            "--shard-size", "3", "--batch-size", "1",
+                            "--shard-size", "3", "--batch-size", "1", "--stall-timeout", "60",
                             env=SETTINGS | {"RAY_ADDRESS": own.address})
         try:
             deadline = time.monotonic() + 300
