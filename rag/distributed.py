@@ -293,6 +293,9 @@ class RayBuild:
         task = {"num_cpus": o.task_cpus}
         parts = ray.data.from_items(files, override_num_blocks=min(len(files), 64))
         parts = parts.flat_map(_split_files, **task)
+        # Blocks of `batch_size` records, so that cleaning, chunking and embedding spread over the
+        # cluster even when the corpus is one large file (a block is the unit of a task's work).
+        parts = parts.repartition(target_num_rows_per_block=o.batch_size)
         articles = parts.map(_parse, fn_kwargs={"limit": s.max_document_chars}, **task).materialize()
         articles = self._one_per_id(articles, task)
         chunked = articles.map_batches(_chunk, fn_kwargs={"settings": s}, batch_size=o.batch_size, **task)
