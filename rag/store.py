@@ -301,7 +301,8 @@ class IndexStore:
         if version not in READABLE_VERSIONS:
             raise IndexMismatchError(
                 f"the index at {self.root} has format version {version}, this version of rag reads "
-                f"{' and '.join(map(str, READABLE_VERSIONS))}; rebuild it with `rag ingest --rebuild PATHS`"
+                f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} and {READABLE_VERSIONS[-1]}; rebuild it with "
+                "`rag ingest --rebuild PATHS`"
             )
         if spec is not None:
             spec.check(manifest, self.root)
