@@ -252,6 +252,8 @@ class RayBuild:
     def __enter__(self) -> RayBuild:
         ray, o = self.ray, self.options
         if not ray.is_initialized():
+            if o.address:
+                check_reachable(o.address)
             try:
                 ray.init(address=o.address, num_cpus=o.local_cpus if o.address is None else None,
                          include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
@@ -369,6 +371,24 @@ class RayBuild:
                 self.on_progress(1, len(spans))
         matrix = np.concatenate(vectors) if vectors else np.zeros((0, self.dimension), dtype=np.float32)
         return Shard(documents, chunks, matrix, terms)
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail at once, clearly, when a ``host:port`` cluster address does not answer (Ray itself
+    retries an unreachable address for minutes). Other forms (``auto``) are left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "/" in address:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise DistributedIngestError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with "
+            "`ray start --head --port PORT`, or leave --ray-address and RAY_ADDRESS unset to start a local one"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -312,6 +312,16 @@ def test_the_ray_engine_replaces_an_index_only_with_rebuild(
     assert (index_dir / "CURRENT").read_text() == before
 
 
+def test_an_unreachable_cluster_is_a_clean_error(tmp_path: Path, corpus: Path) -> None:
+    from tests.servers import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = run_rag(tmp_path, "ingest", str(corpus), "--index", str(tmp_path / "index"), "--engine", "ray", "-q",
+                     "--ray-address", address)
+    assert_clean_error(result, f"cannot reach the Ray cluster at {address}")
+    assert not (tmp_path / "index" / "CURRENT").exists()
+
+
 def test_without_ray_the_engine_names_the_extra(tmp_path: Path, corpus: Path) -> None:
     """The command's own code, with Ray made unimportable, in a process of its own."""
     code = ("import sys; sys.modules['ray'] = None; sys.argv = ['rag'] + sys.argv[1:]; "
