@@ -66,6 +66,7 @@ bench: setup
 	$(BIN)/python bench/ann.py --sizes 200000 1000000 --out $(BENCH_DIR)/ann.json
 	$(BIN)/python bench/embedders.py --index $(BENCH_DIR)/realtimeqa-t200-40 --queries-file $(RTQA)/queries.jsonl
 	$(BIN)/python bench/answers.py $(MULTIHOP) --index $(BENCH_DIR)/multihop-t200-40
+	$(BIN)/python bench/distributed.py --limit 200 --actors 1 2 --out $(BENCH_DIR)/distributed.json
 	$(BIN)/python bench/generators.py --eval-dir $(EVAL) --seed-index $(BENCH_DIR)/seed-index --multihop-index $(BENCH_DIR)/multihop-t200-40 --realtimeqa-index $(BENCH_DIR)/realtimeqa-t200-40
 
 lint: setup

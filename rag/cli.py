@@ -7,6 +7,7 @@ reported here, in one place, as one line on stderr and a non-zero exit code.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import textwrap
 from collections.abc import Callable
@@ -131,24 +132,122 @@ def _print_report(report: Any, settings: Settings, as_json: bool) -> None:
 @click.option("--rebuild", is_flag=True, help="Start the index afresh from PATHS alone.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_wait_option
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process, updating the index in place; ray: build the whole index on a Ray "
+                   "cluster as shards (the 'distributed' extra; needs --rebuild if an index exists).")
+@click.option("--ray-address", default=None, envvar="RAY_ADDRESS", show_envvar=True, metavar="HOST:PORT",
+              help="With --engine ray: the cluster to use (default: start a local one).")
+@click.option("--actors", type=click.IntRange(1, 10_000), default=2, show_default=True,
+              help="With --engine ray: embedding actors, each loading the model once.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=32, show_default=True,
+              help="With --engine ray: articles per batch sent to an actor.")
+@click.option("--num-gpus", type=click.FloatRange(0, 64), default=0.0, show_default=True,
+              help="With --engine ray: GPUs per embedding actor (the model then runs on its GPU).")
+@click.option("--actor-cpus", type=click.FloatRange(0.01, 512), default=1.0, show_default=True,
+              help="With --engine ray: CPUs per embedding actor.")
+@click.option("--task-cpus", type=click.FloatRange(0.01, 512), default=0.5, show_default=True,
+              help="With --engine ray: CPUs per reading, cleaning and chunking task.")
+@click.option("--shard-size", type=click.IntRange(1), default=50_000, show_default=True,
+              help="With --engine ray: articles per shard of the index.")
+@click.option("--stall-timeout", type=click.FloatRange(1, 86_400), default=600.0, show_default=True,
+              metavar="SECONDS", help="With --engine ray: fail when the build makes no progress for this long.")
 def ingest(paths: tuple[Path, ...], index_dir: Path | None, as_json: bool, rebuild: bool, quiet: bool,
-           wait: float) -> None:
+           wait: float, engine: str, ray_address: str | None, actors: int, batch_size: int, num_gpus: float,
+           actor_cpus: float, task_cpus: float, shard_size: int, stall_timeout: float) -> None:
     """Bring the index up to date with the articles in PATHS (files or directories;
     default: seeds/).
 
     Reads .txt, .md, .html, .json and .jsonl. Unchanged articles are skipped, changed
     ones replaced; files that cannot be read are reported and the rest go on. Running it
     again on the same files changes nothing.
+
+    With --engine ray, reading, cleaning, chunking and embedding run on a Ray cluster and
+    the index is written as shards, searched as one (`rag shards merge` makes them one).
     """
     settings = _settings(index_dir)
     pipeline = _pipeline(settings)
     sources = list(paths) or [Path("seeds")]
-    report = pipeline.ingest(sources, rebuild=rebuild, progress=not quiet and not as_json,
-                             on_problem=_report_problem, wait=wait)
+    if engine == "ray":
+        report = _ingest_on_ray(pipeline, sources, rebuild, not quiet and not as_json, wait, ray_address or None,
+                                actors, batch_size, num_gpus, actor_cpus, task_cpus, shard_size,
+                                stall_timeout)
+    else:
+        report = pipeline.ingest(sources, rebuild=rebuild, progress=not quiet and not as_json,
+                                 on_problem=_report_problem, wait=wait)
     _print_report(report, settings, as_json)
     if not report.added and not report.updated and not report.unchanged:
         click.echo("error: no articles could be read from the given paths", err=True)
         sys.exit(EXIT_ERROR)
+
+
+def _ingest_on_ray(pipeline: Any, sources: list[Path], rebuild: bool, progress: bool, wait: float,
+                   address: str | None, actors: int, batch_size: int, num_gpus: float, actor_cpus: float,
+                   task_cpus: float, shard_size: int, stall_timeout: float) -> Any:
+    from tqdm import tqdm
+
+    from rag.distributed import RayOptions, import_ray
+
+    import_ray()  # a missing extra fails here, before the model loads
+    # Ray Data reports each pipeline it runs on stderr; the bar below says what matters to a user.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    options = RayOptions(address=address, actors=actors, batch_size=batch_size, num_gpus=num_gpus,
+                         actor_cpus=actor_cpus, task_cpus=task_cpus, shard_articles=shard_size,
+                         stall_timeout=stall_timeout)
+    with tqdm(desc="Articles indexed", unit="article", disable=not progress, dynamic_ncols=True) as bar:
+        chunks = 0
+
+        def advance(articles: int, new_chunks: int) -> None:
+            nonlocal chunks
+            chunks += new_chunks
+            bar.update(articles)
+            bar.set_postfix(chunks=chunks, refresh=False)
+
+        report = pipeline.ingest_distributed(sources, options, rebuild=rebuild, on_progress=advance, wait=wait)
+    for problem in report.problems:
+        _report_problem(problem)
+    return report
+
+
+@cli.group()
+def shards() -> None:
+    """Look at and merge the shards of an index built with --engine ray."""
+
+
+@shards.command(name="show")
+@_index_option
+@_json_option
+def shards_show(index_dir: Path | None, as_json: bool) -> None:
+    """List the shards of the index's current generation (none for an unsharded index)."""
+    from rag.store import IndexStore
+
+    settings = _settings(index_dir)
+    manifest = IndexStore(settings.index_dir).read_manifest()
+    entries = manifest.get("shards", [])
+    if as_json:
+        _print_json({"generation": manifest.get("generation"), "shards": entries, "counts": manifest.get("counts")})
+        return
+    counts = manifest.get("counts", {})
+    click.echo(f"{manifest.get('generation')}: {counts.get('documents')} documents in {counts.get('chunks')} chunks, "
+               f"{len(entries) or 'no'} shard{'s' if len(entries) != 1 else ''}")
+    for entry in entries:
+        click.echo(f"  {entry['name']}  {entry['documents']} documents  {entry['chunks']} chunks")
+
+
+@shards.command(name="merge")
+@_index_option
+@_json_option
+@_wait_option
+def shards_merge(index_dir: Path | None, as_json: bool, wait: float) -> None:
+    """Commit a sharded index as one unsharded generation with the same contents."""
+    settings = _settings(index_dir)
+    report = _pipeline(settings).merge_shards(wait=wait)
+    if as_json:
+        _print_json(report.to_dict())
+    elif report.unchanged:
+        click.echo(f"Merged into {report.generation}: {report.documents} documents in {report.chunks} chunks "
+                   f"({report.seconds:.1f}s).")
+    else:
+        click.echo(f"The index in {settings.index_dir}/ ({report.generation}) has no shards; nothing to merge.")
 
 
 @cli.command()

@@ -45,6 +45,16 @@ class ReadProblem:
 
 def read_articles(paths: Iterable[str | Path]) -> Iterator[Article | ReadProblem]:
     """Yield the articles found under ``paths`` (files or directories, recursively)."""
+    for item in input_files(paths):
+        if isinstance(item, ReadProblem):
+            yield item
+        else:
+            yield from read_file(*item)
+
+
+def input_files(paths: Iterable[str | Path]) -> Iterator[tuple[Path, Path] | ReadProblem]:
+    """The files ``read_articles`` reads, in its order, each with the folder its ids are relative
+    to, and a problem for each path that names no readable file."""
     for root in paths:
         root = Path(root)
         if root.is_dir():
@@ -56,9 +66,9 @@ def read_articles(paths: Iterable[str | Path]) -> Iterator[Article | ReadProblem
             if not files:
                 yield ReadProblem(str(root), "no .txt, .md, .html, .json or .jsonl files in this directory")
             for path in files:
-                yield from read_file(path, id_base=root)
+                yield path, root
         elif root.is_file():
-            yield from read_file(root, id_base=root.parent)
+            yield root, root.parent
         else:
             yield ReadProblem(str(root), "no such file or directory")
 
@@ -74,7 +84,7 @@ def read_file(path: Path, id_base: Path | None = None) -> Iterator[Article | Rea
     except OSError as exc:
         yield ReadProblem(str(path), f"cannot read file ({exc.strerror or exc})")
         return
-    yield from read_bytes(raw, str(path), _path_id(path, id_base))
+    yield from read_bytes(raw, str(path), path_id(path, id_base))
 
 
 def read_bytes(raw: bytes, name: str, default_id: str) -> Iterator[Article | ReadProblem]:
@@ -189,6 +199,21 @@ def content_id(title: str, text: str) -> str:
 def read_records(text: str, name: str, jsonl: bool) -> Iterator[Article | ReadProblem]:
     """The records of a JSON Lines (``jsonl``) or JSON text read from ``name``; a line
     or record that cannot be read becomes a problem naming it and the rest go on."""
+    for entry in record_entries(text, name, jsonl):
+        if isinstance(entry, ReadProblem):
+            yield entry
+            continue
+        where, record = entry
+        try:
+            yield parse_record(record, where)
+        except ValueError as exc:
+            yield ReadProblem(where, str(exc))
+
+
+def record_entries(text: str, name: str, jsonl: bool) -> Iterator[tuple[str, Any] | ReadProblem]:
+    """The parsed JSON records of a file, each with where it was found (``name:line`` or
+    ``name[i]``), before they are made articles (:func:`parse_record`); malformed JSON becomes
+    a problem. A JSON Lines file's malformed lines come first, as :func:`read_records` reports them."""
     if jsonl:
         entries: list[tuple[str, Any]] = []
         for lineno, line in enumerate(text.splitlines(), start=1):
@@ -207,11 +232,7 @@ def read_records(text: str, name: str, jsonl: bool) -> Iterator[Article | ReadPr
             return
         items = data if isinstance(data, list) else [data]
         entries = [(f"{name}[{i}]", item) for i, item in enumerate(items)]
-    for where, record in entries:
-        try:
-            yield parse_record(record, where)
-        except ValueError as exc:
-            yield ReadProblem(where, str(exc))
+    yield from entries
 
 
 def _split_front_matter(text: str) -> tuple[dict[str, Any], str]:
@@ -259,7 +280,8 @@ def _str_or_none(value: Any) -> str | None:
     return value or None
 
 
-def _path_id(path: Path, base: Path | None) -> str:
+def path_id(path: Path, base: Path | None) -> str:
+    """The id of a text or HTML file's article: its path relative to ``base``, without the suffix."""
     try:
         rel = path.relative_to(base) if base is not None else Path(path.name)
     except ValueError:

@@ -131,6 +131,13 @@ def _hash_file(digest: Any, path: Path) -> None:
             digest.update(block)
 
 
+def passage_text(chunk_text: str, title: str, with_title: bool) -> str:
+    """What the embedder reads for a chunk: its text, after its article's title if ``with_title``."""
+    if with_title and title.strip():
+        return f"{title.strip()}\n{chunk_text}"
+    return chunk_text
+
+
 @dataclass(frozen=True)
 class ModelIdentity:
     """What the index manifest records about the model that made its vectors."""
@@ -337,7 +344,9 @@ class Embedder:
     ``backend`` is ``torch``, ``onnx`` (int8, onnxruntime; exported into ``cache_dir``
     on first use) or ``auto`` (see :func:`resolve_backend`); ``bf16`` and ``batch_size``
     apply to torch. ``threads`` is how many CPU threads a batch of passages may use (default:
-    the runtime's own choice, all cores); queries and sentences always use one."""
+    the runtime's own choice, all cores); queries and sentences always use one. ``device``:
+    torch's device for the torch backend ("cpu"; a distributed build's actors given a GPU use
+    "cuda")."""
 
     def __init__(
         self,
@@ -347,7 +356,9 @@ class Embedder:
         backend: str = "torch",
         cache_dir: Path | None = None,
         threads: int | None = None,
+        device: str = "cpu",
     ):
+        self.device = device
         self.model_path = Path(model_path) if model_path else packaged_model_path()
         if not (self.model_path / "config.json").is_file() and not (self.model_path / "modules.json").is_file():
             raise ConfigError(f"no sentence-transformers model in {self.model_path}")
@@ -377,7 +388,7 @@ class Embedder:
         kwargs: dict[str, Any] = {}
         if self.bf16:
             kwargs["model_kwargs"] = {"dtype": torch.bfloat16}
-        return SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True, **kwargs)
+        return SentenceTransformer(str(self.model_path), device=self.device, local_files_only=True, **kwargs)
 
     @cached_property
     def onnx(self) -> OnnxEncoder:

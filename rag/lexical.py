@@ -120,6 +120,25 @@ class SentenceTerms:
         return {t: i for i, t in enumerate(self.vocabulary)}
 
     @classmethod
+    def of(cls, terms: ChunkTerms) -> SentenceTerms:
+        """The same arrays built in memory from tokens (what :meth:`save` writes)."""
+        vocabulary = sorted({t for chunk in terms.tokens for t in chunk})
+        number = {t: i for i, t in enumerate(vocabulary)}
+        ids = np.fromiter((number[t] for chunk in terms.tokens for t in chunk), dtype=np.int32)
+        offsets = np.cumsum([0, *(len(chunk) for chunk in terms.tokens)], dtype=np.int64)
+        sizes = np.fromiter((n for chunk in terms.sentence_sizes for n in chunk), dtype=np.int32)
+        size_offsets = np.cumsum([0, *(len(chunk) for chunk in terms.sentence_sizes)], dtype=np.int64)
+        return cls(vocabulary, ids, offsets, sizes, size_offsets)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / TERMS_VOCABULARY).write_text(json.dumps(self.vocabulary, ensure_ascii=False), encoding="utf-8")
+        np.save(directory / TERMS_IDS, self.ids, allow_pickle=False)
+        np.save(directory / TERMS_OFFSETS, self.offsets, allow_pickle=False)
+        np.save(directory / TERMS_SENTENCES, self.sizes, allow_pickle=False)
+        np.save(directory / TERMS_SENTENCE_OFFSETS, self.size_offsets, allow_pickle=False)
+
+    @classmethod
     def read(cls, directory: Path, mmap: bool = True) -> SentenceTerms | None:
         """None when the generation saved no sentence sizes (older indexes) or they do not fit
         its tokens."""
@@ -172,18 +191,7 @@ class LexicalIndex:
         directory.mkdir(parents=True, exist_ok=True)
         if self.size:
             self._bm25.save(str(directory), show_progress=False)
-        terms = self._terms or ChunkTerms([], [])
-        vocabulary = sorted({t for chunk in terms.tokens for t in chunk})
-        number = {t: i for i, t in enumerate(vocabulary)}
-        ids = np.fromiter((number[t] for chunk in terms.tokens for t in chunk), dtype=np.int32)
-        offsets = np.cumsum([0, *(len(chunk) for chunk in terms.tokens)], dtype=np.int64)
-        sizes = np.fromiter((n for chunk in terms.sentence_sizes for n in chunk), dtype=np.int32)
-        size_offsets = np.cumsum([0, *(len(chunk) for chunk in terms.sentence_sizes)], dtype=np.int64)
-        (directory / TERMS_VOCABULARY).write_text(json.dumps(vocabulary, ensure_ascii=False), encoding="utf-8")
-        np.save(directory / TERMS_IDS, ids, allow_pickle=False)
-        np.save(directory / TERMS_OFFSETS, offsets, allow_pickle=False)
-        np.save(directory / TERMS_SENTENCES, sizes, allow_pickle=False)
-        np.save(directory / TERMS_SENTENCE_OFFSETS, size_offsets, allow_pickle=False)
+        SentenceTerms.of(self._terms or ChunkTerms([], [])).save(directory)
 
     @staticmethod
     def load_terms(directory: Path) -> ChunkTerms | None:

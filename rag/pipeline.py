@@ -4,6 +4,7 @@ from it. The embedding model loads once per pipeline, when first needed."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from rag.cache import RecentResults
 from rag.chunking import chunk_article
 from rag.config import Settings
 from rag.corpus import ReadProblem, read_articles
-from rag.embedding import Embedder, backend_of_index
+from rag.embedding import Embedder, backend_of_index, passage_text
 from rag.errors import ConfigError, DocumentNotFoundError, IndexBusyError, InvalidRequestError, RagError
 from rag.generators.base import Generator, GeneratorContext
 from rag.generators.registry import load_generator
@@ -30,6 +31,9 @@ from rag.retrieval import RetrievalParams
 from rag.retrieval import search as retrieve
 from rag.store import IndexLayout, IndexSnapshot, IndexSpec, IndexStore, StoredDocument, content_hash
 from rag.types import Answer, Article, Chunk, GeneratedAnswer, Passage, SearchFilters
+
+if TYPE_CHECKING:
+    from rag.distributed import RayOptions
 
 # The vectors of the query texts a search embedded, by text; the generator reuses the question's.
 QueryVectors = Mapping[str, np.ndarray]
@@ -240,6 +244,69 @@ class RagPipeline:
         report.seconds = time.perf_counter() - started
         return report
 
+    def ingest_distributed(
+        self,
+        paths: Iterable[str | Path],
+        options: RayOptions,
+        rebuild: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+        wait: float | None = None,
+    ) -> IngestReport:
+        """Build the index of the articles under ``paths`` on a Ray cluster (see
+        :mod:`rag.distributed`), as a sharded generation (:mod:`rag.shards`) holding what a
+        single-process ``ingest(paths, rebuild=True)`` would. It always builds afresh, so an
+        existing index is replaced only with ``rebuild``. ``on_progress(articles, chunks)``
+        hears every article written. Problems are in the report."""
+        from rag.distributed import EmbedSettings, RayBuild
+        from rag.shards import commit_shards
+
+        started = time.perf_counter()
+        spec, s = self.spec, self.settings
+        embed = EmbedSettings(
+            model_path=str(s.model_path) if s.model_path else None, bf16=self.embedder.bf16,
+            backend=self.embedder.backend, embed_batch_size=s.embed_batch_size,
+            cache_dir=str(s.embed_cache_dir) if s.embed_cache_dir else None, chunk_tokens=s.chunk_tokens,
+            chunk_overlap=s.chunk_overlap, embed_titles=s.embed_titles, max_document_chars=s.max_document_chars,
+        )
+        report = IngestReport()
+        with self._writing(wait):
+            if self.store.exists() and not rebuild:
+                raise InvalidRequestError(
+                    f"the Ray engine builds a whole index, and one exists at {self.store.root}: give --rebuild "
+                    "to replace it with the index of PATHS, or update it with the local engine"
+                )
+            with RayBuild([Path(p) for p in paths], embed, options, spec.model.dimension, on_progress) as build:
+                shards = build.shards()
+                first = next(shards, None)  # nothing readable: commit nothing
+                if first is not None:
+                    report.generation = commit_shards(self.store, spec, itertools.chain([first], shards))
+            report.problems = build.result.problems
+            report.added = build.result.doc_ids
+            report.chunks_embedded = report.chunks = build.result.chunks
+            report.documents = len(report.added)
+            if report.generation is None:
+                self._describe(self.snapshot() if self.store.exists() else None, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def merge_shards(self, wait: float | None = None) -> IngestReport:
+        """Commit a sharded generation as one unsharded generation with the same documents,
+        chunks, vectors and tokens (and, for a large corpus, the approximate index); an
+        unsharded index is left as it is."""
+        started = time.perf_counter()
+        report = IngestReport()
+        with self._writing(wait):
+            snapshot = self.snapshot()
+            if snapshot.manifest.get("shards"):
+                report.generation = self.store.commit(self.spec, snapshot.documents.values(), snapshot.chunks,
+                                                      snapshot.all_vectors(), snapshot.chunk_terms())
+                report.documents, report.chunks = len(snapshot.documents), len(snapshot.chunks)
+                report.unchanged = sorted(snapshot.documents)
+            else:
+                self._describe(snapshot, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
     def delete(self, doc_ids: Iterable[str], wait: float | None = None) -> IngestReport:
         """Remove these documents, their chunks, vectors and terms; ids that are not
         stored are listed in ``report.missing`` and change nothing."""
@@ -313,10 +380,7 @@ class RagPipeline:
         report.documents, report.chunks = len(documents), len(chunks)
 
     def _embedded_text(self, chunk: Chunk, title: str) -> str:
-        """What the embedder reads for a chunk: its text, after the article's title if so set."""
-        if self.settings.embed_titles and title.strip():
-            return f"{title.strip()}\n{chunk.text}"
-        return chunk.text
+        return passage_text(chunk.text, title, self.settings.embed_titles)
 
     def _chunk(self, article: Article) -> list[Chunk]:
         s = self.settings

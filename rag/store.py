@@ -65,7 +65,9 @@ from rag.types import Article, Chunk
 # with the IVF index (and vectors.npy) is version 2, which such older versions refuse clearly.
 FORMAT_VERSION = 1
 ANN_FORMAT_VERSION = 2
-READABLE_VERSIONS = (FORMAT_VERSION, ANN_FORMAT_VERSION)
+# A generation made of shards (rag/shards.py), each with its own vectors, chunk table and tokens.
+SHARDED_FORMAT_VERSION = 3
+READABLE_VERSIONS = (FORMAT_VERSION, ANN_FORMAT_VERSION, SHARDED_FORMAT_VERSION)
 FAISS_FACTORY = "IDMap2,Flat"
 EXACT_VECTORS = "vectors.npy"
 log = logging.getLogger(__name__)
@@ -165,9 +167,12 @@ class IndexSnapshot:
         directory: Path | None = None,
         exact: np.ndarray | None = None,
         nprobe: int = IndexLayout.nprobe,
+        terms: ChunkTerms | None = None,
     ):
         """``vectors`` is the search index; ``exact``, the exact vectors in row order, is given
-        with an IVF index (a memory map of vectors.npy) and read from the flat index otherwise."""
+        with an IVF index (a memory map of vectors.npy) and read from the flat index otherwise.
+        ``terms``, the BM25 tokens of every chunk, is given when they are already in memory (a
+        sharded generation reads them from its shards); otherwise they are read from ``directory``."""
         self.generation = generation
         self.directory = directory
         self.manifest = manifest
@@ -177,6 +182,7 @@ class IndexSnapshot:
         self.kind = "ann" if exact is not None else "flat"
         self.nprobe = nprobe
         self.lexical = lexical
+        self._terms = terms
         self._exact = exact if exact is not None else _flat_view(vectors, len(chunks))
         self.faiss_ids = np.fromiter((faiss_id(c.id) for c in chunks), dtype=np.int64, count=len(chunks))
         self.row_by_faiss_id = {int(fid): row for row, fid in enumerate(self.faiss_ids)}
@@ -200,6 +206,8 @@ class IndexSnapshot:
     def chunk_terms(self) -> ChunkTerms:
         """The BM25 tokens of every chunk, in row order: read from the generation if it saved
         them, else computed."""
+        if self._terms is not None:
+            return self._terms
         terms = LexicalIndex.load_terms(self.directory / "bm25") if self.directory is not None else None
         if terms is None or len(terms) != len(self.chunks):
             terms = ChunkTerms.of([c.text for c in self.chunks])
@@ -210,6 +218,8 @@ class IndexSnapshot:
         generation that saved no sentence sizes (searching then tokenises what it needs)."""
         if "sentence_terms" not in self.derived:
             saved = SentenceTerms.read(self.directory / "bm25") if self.directory is not None else None
+            if saved is None and self._terms is not None:
+                saved = SentenceTerms.of(self._terms)
             self.derived["sentence_terms"] = saved if saved is not None and len(saved) == len(self.chunks) else None
         found: SentenceTerms | None = self.derived["sentence_terms"]
         return found
@@ -291,20 +301,17 @@ class IndexStore:
         if version not in READABLE_VERSIONS:
             raise IndexMismatchError(
                 f"the index at {self.root} has format version {version}, this version of rag reads "
-                f"{' and '.join(map(str, READABLE_VERSIONS))}; rebuild it with `rag ingest --rebuild PATHS`"
+                f"{', '.join(map(str, READABLE_VERSIONS[:-1]))} and {READABLE_VERSIONS[-1]}; rebuild it with "
+                "`rag ingest --rebuild PATHS`"
             )
         if spec is not None:
             spec.check(manifest, self.root)
+        if version == SHARDED_FORMAT_VERSION:
+            from rag.shards import load_sharded
+
+            return load_sharded(self.root, generation, manifest, self.layout.nprobe)
         try:
-            documents = {}
-            for record in _read_jsonl(gen_dir / "documents.jsonl"):
-                stored_hash = record.pop("content_hash")
-                documents[record["id"]] = StoredDocument(Article(**record), stored_hash)
-            chunks = []
-            for record in _read_jsonl(gen_dir / "chunks.jsonl"):
-                text = documents[record["doc_id"]].article.text
-                chunks.append(Chunk(record["id"], record["doc_id"], record["position"], record["start"],
-                                    record["end"], text[record["start"]:record["end"]]))
+            documents, chunks = read_table(gen_dir)
             vectors = faiss.read_index(str(gen_dir / "vectors.faiss"))
             exact = None
             if version == ANN_FORMAT_VERSION:
@@ -342,13 +349,7 @@ class IndexStore:
         documents = list(documents)
         if len(chunks) != len(vectors) or (terms is not None and len(terms) != len(chunks)):
             raise ValueError("one vector (and one token list, if any) per chunk is required")
-        self.root.mkdir(parents=True, exist_ok=True)
-        previous_name = self.current_generation()
-        numbers = [_generation_number(p.name) for p in self.root.iterdir() if p.name.startswith("gen-")]
-        name = f"gen-{max([0, *numbers]) + 1:06d}"
-        tmp = self.root / f".{name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        name, tmp = self.new_generation()
 
         ids = np.fromiter((faiss_id(c.id) for c in chunks), dtype=np.int64, count=len(chunks))
         exact = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -357,25 +358,27 @@ class IndexStore:
         ann = faiss_manifest["factory"] != FAISS_FACTORY
         if ann:
             np.save(tmp / EXACT_VECTORS, exact, allow_pickle=False)
-        _write_jsonl(tmp / "documents.jsonl",
-                     (d.article.to_dict() | {"content_hash": d.content_hash} for d in documents))
-        _write_jsonl(tmp / "chunks.jsonl",
-                     ({"id": c.id, "doc_id": c.doc_id, "position": c.position, "start": c.start,
-                       "end": c.end} for c in chunks))
+        write_table(tmp, documents, chunks)
         LexicalIndex.build(terms if terms is not None else ChunkTerms.of([c.text for c in chunks])).save(tmp / "bm25")
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        manifest = {
-            "format_version": ANN_FORMAT_VERSION if ann else FORMAT_VERSION,
-            "generation": name,
-            "created_at": now,
-            "model": asdict(spec.model) | {"normalized": True},
-            "chunking": {"max_tokens": spec.chunk_tokens, "overlap": spec.chunk_overlap,
-                         "embed_titles": spec.embed_titles,
-                         "sentence_aware": True},
-            "faiss": faiss_manifest,
-            "lexical": {"kind": "bm25s", "tokens": "english stop words, snowball stems"},
-            "counts": {"documents": len(documents), "chunks": len(chunks)},
-        }
+        manifest = generation_manifest(spec, name, ANN_FORMAT_VERSION if ann else FORMAT_VERSION, faiss_manifest,
+                                       len(documents), len(chunks))
+        return self.publish(tmp, name, manifest)
+
+    def new_generation(self) -> tuple[str, Path]:
+        """The name of the next generation and a fresh temporary directory to write it in.
+        Call only while holding the write lock."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        numbers = [_generation_number(p.name) for p in self.root.iterdir() if p.name.startswith("gen-")]
+        name = f"gen-{max([0, *numbers]) + 1:06d}"
+        tmp = self.root / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        return name, tmp
+
+    def publish(self, tmp: Path, name: str, manifest: dict[str, Any]) -> str:
+        """Write ``manifest`` into the finished temporary directory ``tmp``, sync it, rename it
+        to ``name`` and make it current (the atomic switch), then remove old generations."""
+        previous_name = self.current_generation()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         self.pause_point("written")
@@ -463,6 +466,48 @@ class IndexStore:
         if not isinstance(data, dict):
             raise IndexCorruptError(f"{path} is not a JSON object")
         return data
+
+
+def generation_manifest(
+    spec: IndexSpec, name: str, version: int, faiss_manifest: dict[str, Any], documents: int, chunks: int
+) -> dict[str, Any]:
+    """What a generation's manifest.json says about it (a sharded one adds its shards)."""
+    return {
+        "format_version": version,
+        "generation": name,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": asdict(spec.model) | {"normalized": True},
+        "chunking": {"max_tokens": spec.chunk_tokens, "overlap": spec.chunk_overlap,
+                     "embed_titles": spec.embed_titles,
+                     "sentence_aware": True},
+        "faiss": faiss_manifest,
+        "lexical": {"kind": "bm25s", "tokens": "english stop words, snowball stems"},
+        "counts": {"documents": documents, "chunks": chunks},
+    }
+
+
+def write_table(directory: Path, documents: Iterable[StoredDocument], chunks: Iterable[Chunk]) -> None:
+    """documents.jsonl (the cleaned articles and their hashes) and chunks.jsonl (ids and offsets)."""
+    _write_jsonl(directory / "documents.jsonl",
+                 (d.article.to_dict() | {"content_hash": d.content_hash} for d in documents))
+    _write_jsonl(directory / "chunks.jsonl",
+                 ({"id": c.id, "doc_id": c.doc_id, "position": c.position, "start": c.start,
+                   "end": c.end} for c in chunks))
+
+
+def read_table(directory: Path) -> tuple[dict[str, StoredDocument], list[Chunk]]:
+    """The documents and chunks :func:`write_table` wrote (chunk texts cut from their articles).
+    Raises OSError, KeyError, TypeError or ValueError when they cannot be read."""
+    documents = {}
+    for record in _read_jsonl(directory / "documents.jsonl"):
+        stored_hash = record.pop("content_hash")
+        documents[record["id"]] = StoredDocument(Article(**record), stored_hash)
+    chunks = []
+    for record in _read_jsonl(directory / "chunks.jsonl"):
+        text = documents[record["doc_id"]].article.text
+        chunks.append(Chunk(record["id"], record["doc_id"], record["position"], record["start"],
+                            record["end"], text[record["start"]:record["end"]]))
+    return documents, chunks
 
 
 def vector_index(

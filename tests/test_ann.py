@@ -247,8 +247,8 @@ def test_a_flat_index_of_format_version_1_still_loads_and_a_newer_one_is_refused
     assert snapshot.kind == "flat" and _recall(snapshot, corpus.vectors) == 1.0
     np.testing.assert_array_equal(snapshot.all_vectors(), corpus.vectors)
 
-    manifest_path.write_text(json.dumps(manifest | {"format_version": 3}), encoding="utf-8")
-    with pytest.raises(IndexMismatchError, match=r"format version 3.*reads 1 and 2.*--rebuild"):
+    manifest_path.write_text(json.dumps(manifest | {"format_version": 4}), encoding="utf-8")
+    with pytest.raises(IndexMismatchError, match=r"format version 4.*reads 1, 2 and 3.*--rebuild"):
         corpus.store.load(SPEC)
 
 
