@@ -28,9 +28,9 @@ ray = pytest.importorskip("ray", reason="the distributed extra is not installed"
 
 from tests.ray_cluster import RayCluster  # noqa: E402  (only with the extra)
 
-# Small chunks, so that most articles have several, with overlaps; float32, as bf16 vectors
-# depend slightly on which passages share a batch.
-SETTINGS = {"RAG_CHUNK_TOKENS": "48", "RAG_CHUNK_OVERLAP": "12", "RAG_BF16": "false"}
+# Small chunks, so that most articles have several, with overlaps. The default embedding backend
+# (onnx) embeds each text alone, so a vector never depends on which passages share a batch.
+SETTINGS = {"RAG_CHUNK_TOKENS": "48", "RAG_CHUNK_OVERLAP": "12"}
 QUERIES = [
     MISSION_QUESTION,
     "How many books does the floating library hold?",
@@ -108,19 +108,20 @@ def cluster() -> Iterator[RayCluster]:
 
 
 @pytest.fixture(scope="module")
-def fp32_embedder() -> Embedder:
-    return Embedder(bf16=False)
+def default_embedder() -> Embedder:
+    """The embedder a new index gets by default, as the CLI builds it."""
+    return Embedder(backend="auto")
 
 
 def _settings(index_dir: Path) -> Settings:
     return Settings(index_dir=index_dir, chunk_tokens=int(SETTINGS["RAG_CHUNK_TOKENS"]),
-                    chunk_overlap=int(SETTINGS["RAG_CHUNK_OVERLAP"]), bf16=False)
+                    chunk_overlap=int(SETTINGS["RAG_CHUNK_OVERLAP"]))
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory, corpus: Path, fp32_embedder: Embedder) -> RagPipeline:
+def single(tmp_path_factory: pytest.TempPathFactory, corpus: Path, default_embedder: Embedder) -> RagPipeline:
     """The same corpus indexed by one process."""
-    pipeline = RagPipeline(_settings(tmp_path_factory.mktemp("single") / "index"), embedder=fp32_embedder)
+    pipeline = RagPipeline(_settings(tmp_path_factory.mktemp("single") / "index"), embedder=default_embedder)
     pipeline.ingest([corpus])
     return pipeline
 
@@ -141,10 +142,10 @@ def ray_build(tmp_path_factory: pytest.TempPathFactory, corpus: Path,
 
 
 @pytest.fixture(scope="module")
-def sharded(ray_build: tuple[subprocess.CompletedProcess[str], Path], fp32_embedder: Embedder) -> RagPipeline:
+def sharded(ray_build: tuple[subprocess.CompletedProcess[str], Path], default_embedder: Embedder) -> RagPipeline:
     result, index_dir = ray_build
     assert result.returncode == 0, result.stderr
-    return RagPipeline(_settings(index_dir), embedder=fp32_embedder)
+    return RagPipeline(_settings(index_dir), embedder=default_embedder)
 
 
 def _assert_same_index(expected: IndexSnapshot, found: IndexSnapshot) -> None:
@@ -236,7 +237,7 @@ def test_bm25_over_shards_uses_global_statistics(sharded: RagPipeline, single: R
 
 @pytest.mark.slow
 def test_cli_and_api_answer_from_a_sharded_index_as_from_one(
-    sharded: RagPipeline, single: RagPipeline, tmp_path: Path, fp32_embedder: Embedder
+    sharded: RagPipeline, single: RagPipeline, tmp_path: Path, default_embedder: Embedder
 ) -> None:
     from api.app import create_app
     from tests.servers import serve_app
@@ -260,7 +261,7 @@ def test_cli_and_api_answer_from_a_sharded_index_as_from_one(
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["shards"] == sharded.store.read_manifest()["shards"]
 
-    app = create_app(pipeline=RagPipeline(_settings(sharded.store.root), embedder=fp32_embedder))
+    app = create_app(pipeline=RagPipeline(_settings(sharded.store.root), embedder=default_embedder))
     with serve_app(app) as client:
         listed = client.get("/documents", params={"limit": 100}).json()
         assert listed["total"] == len(single.snapshot().documents)
@@ -274,14 +275,14 @@ def test_cli_and_api_answer_from_a_sharded_index_as_from_one(
 
 @pytest.mark.slow
 def test_merging_the_shards_keeps_the_index_and_its_rankings(
-    sharded: RagPipeline, single: RagPipeline, tmp_path: Path, fp32_embedder: Embedder
+    sharded: RagPipeline, single: RagPipeline, tmp_path: Path, default_embedder: Embedder
 ) -> None:
     index_dir = tmp_path / "index"
     shutil.copytree(sharded.store.root, index_dir)
     merged = run_rag(tmp_path, "shards", "merge", "--index", str(index_dir), env=SETTINGS)
     assert merged.returncode == 0, merged.stderr
     assert "Merged into gen-" in merged.stdout
-    pipeline = RagPipeline(_settings(index_dir), embedder=fp32_embedder)
+    pipeline = RagPipeline(_settings(index_dir), embedder=default_embedder)
     assert "shards" not in pipeline.store.read_manifest()
     _assert_same_index(single.snapshot(), pipeline.snapshot())
     _assert_same_rankings(single, pipeline)
@@ -292,7 +293,7 @@ def test_merging_the_shards_keeps_the_index_and_its_rankings(
     shutil.copytree(sharded.store.root, written)
     deleted = run_rag(tmp_path, "delete", "volcano", "--index", str(written), env=SETTINGS)
     assert deleted.returncode == 0, deleted.stderr
-    after = RagPipeline(_settings(written), embedder=fp32_embedder).snapshot()
+    after = RagPipeline(_settings(written), embedder=default_embedder).snapshot()
     assert set(after.documents) == set(single.snapshot().documents) - {"volcano"}
     assert "shards" not in after.manifest
 
@@ -359,7 +360,7 @@ def _wait_for_line(process: subprocess.Popen[str], wanted: str, timeout: float =
 
 @pytest.mark.slow
 def test_a_killed_writer_leaves_the_previous_index_whole(
-    single: RagPipeline, corpus: Path, cluster: RayCluster, tmp_path: Path, fp32_embedder: Embedder
+    single: RagPipeline, corpus: Path, cluster: RayCluster, tmp_path: Path, default_embedder: Embedder
 ) -> None:
     """Killed after its shards were renamed into place but before the switch: readers keep the
     old generation, and the next writer removes what was left."""
@@ -379,7 +380,7 @@ def test_a_killed_writer_leaves_the_previous_index_whole(
             process.kill()
             process.wait()
     assert (index_dir / "CURRENT").read_text() == before
-    reader = RagPipeline(_settings(index_dir), embedder=fp32_embedder)
+    reader = RagPipeline(_settings(index_dir), embedder=default_embedder)
     _assert_same_index(single.snapshot(), reader.snapshot())
     reader.delete(["volcano"])  # the next writer rolls back the unfinished generation first
     assert _leftovers(index_dir) == []
@@ -388,7 +389,7 @@ def test_a_killed_writer_leaves_the_previous_index_whole(
 
 @pytest.mark.slow
 def test_losing_a_worker_node_midway_finishes_or_fails_cleanly(
-    single: RagPipeline, corpus: Path, tmp_path: Path, fp32_embedder: Embedder
+    single: RagPipeline, corpus: Path, tmp_path: Path, default_embedder: Embedder
 ) -> None:
     """A cluster of its own, whose worker node is killed (every process, SIGKILL) while its
     embedding actor works: Ray retries the work on the head, or the build fails with one clear
@@ -415,7 +416,7 @@ def test_losing_a_worker_node_midway_finishes_or_fails_cleanly(
                 process.wait()
     assert "Traceback" not in stderr
     assert _leftovers(index_dir) == []
-    reader = RagPipeline(_settings(index_dir), embedder=fp32_embedder)
+    reader = RagPipeline(_settings(index_dir), embedder=default_embedder)
     if process.returncode == 0:
         assert (index_dir / "CURRENT").read_text() != before
         _assert_same_index(single.snapshot(), reader.snapshot())
