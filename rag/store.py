@@ -284,9 +284,11 @@ class IndexStore:
         A writer may commit (and remove an old generation) while this reads; a read
         that fails because the generation went away is retried with the new one."""
         for attempt in range(LOAD_ATTEMPTS):
-            generation = self._require_generation()
+            generation = self.current_generation()
             try:
-                return self._load_generation(generation, spec)
+                # Between reading CURRENT and opening the generation, two commits may have made
+                # it the one before the previous, which the second removes.
+                return self._load_generation(self._require_generation(generation), spec)
             except IndexCorruptError:
                 if attempt + 1 == LOAD_ATTEMPTS or self.current_generation() == generation:
                     raise
@@ -448,8 +450,9 @@ class IndexStore:
             if path.is_dir() and (old_generation or path.name.startswith(".gen-")):
                 shutil.rmtree(path, ignore_errors=True)
 
-    def _require_generation(self) -> str:
-        generation = self.current_generation()
+    def _require_generation(self, generation: str | None = None) -> str:
+        """``generation`` (default: the current one), checked to exist."""
+        generation = generation or self.current_generation()
         if generation is None:
             raise IndexNotFoundError(
                 f"no index at {self.root}: build one with `rag ingest PATHS` (for example `rag ingest seeds`)"

@@ -90,6 +90,29 @@ def test_missing_and_damaged_indexes_fail_clearly(tmp_path: Path) -> None:
         store.load(SPEC)
 
 
+def test_a_reader_that_finds_its_generation_removed_loads_the_newer_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two commits between a reader's look at CURRENT and its opening of that generation: the
+    second removed it. The reader must load the current one, not fail."""
+    store, vectors = _random_index(tmp_path)
+    stale = store.current_generation()
+    snapshot = store.load(SPEC)
+    for _ in range(2):
+        store.commit(SPEC, snapshot.documents.values(), snapshot.chunks, vectors)
+    assert stale is not None and not (store.root / stale).exists()
+    newest = store.current_generation()
+    looks = iter([stale])  # the reader's first look is from before the two commits
+    real = IndexStore.current_generation
+    monkeypatch.setattr(store, "current_generation", lambda: next(looks, None) or real(store))
+    assert store.load(SPEC).generation == newest
+    # A generation that is missing while CURRENT still names it is damage, reported as such.
+    monkeypatch.undo()
+    (store.root / "CURRENT").write_text("gen-999999\n", encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="gen-999999, which is missing"):
+        store.load(SPEC)
+
+
 def test_a_failed_commit_leaves_the_last_one_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, _ = _random_index(tmp_path)
     before = store.current_generation()
