@@ -7,8 +7,8 @@ Each run is the installed ``rag ingest`` command building a fresh index of the f
 ``--limit`` articles of ``--corpus`` with the default settings (chunks of 200 tokens, the
 onnx embedder; ``RAG_EMBED_BACKEND=torch`` for torch); the time is the command's own report
 (reading, chunking, embedding and writing, with connecting to the cluster and loading the
-model in each actor), so it
-includes the fixed start-up cost that a larger corpus spreads thinner. Prints a table and
+model in each actor), so it includes the fixed start-up cost that a larger corpus spreads
+thinner. Prints a table and
 writes JSON with ``--out``; also the peak RSS of the ``rag`` process (with the Ray engine,
 the driver that writes the shards) and the index's bytes on disk per chunk. Not a test:
 nothing is asserted.
