@@ -43,6 +43,20 @@ class ReadProblem:
         return f"{self.where}: {self.message}"
 
 
+def too_long(article: Article, limit: int) -> ReadProblem | None:
+    """The problem of an article over ``limit`` characters (``RAG_MAX_DOCUMENT_CHARS``), if it is."""
+    if len(article.text) <= limit:
+        return None
+    return ReadProblem(article.origin or article.id,
+                       f"document {article.id!r} is {len(article.text):,} characters long; the limit is "
+                       f"{limit:,} (RAG_MAX_DOCUMENT_CHARS)")
+
+
+def repeated_id(where: str, doc_id: str) -> ReadProblem:
+    """The problem reported for an article whose id an earlier one of the same input had."""
+    return ReadProblem(where, f"duplicate document id {doc_id!r}; the later one wins")
+
+
 def read_articles(paths: Iterable[str | Path]) -> Iterator[Article | ReadProblem]:
     """Yield the articles found under ``paths`` (files or directories, recursively)."""
     for item in input_files(paths):

@@ -43,6 +43,8 @@ from rag.corpus import (
     path_id,
     read_bytes,
     record_entries,
+    repeated_id,
+    too_long,
 )
 from rag.embedding import Embedder, passage_text
 from rag.errors import ConfigError, RagError
@@ -171,10 +173,8 @@ def _parse(row: dict[str, Any], limit: int) -> dict[str, Any]:
             found = ReadProblem(row["where"], str(exc))
     else:
         found = next(iter(read_bytes(payload, row["where"], row["default_id"])))
-    if isinstance(found, Article) and len(found.text) > limit:
-        found = ReadProblem(found.origin or found.id,
-                            f"document {found.id!r} is {len(found.text):,} characters long; the limit is "
-                            f"{limit:,} (RAG_MAX_DOCUMENT_CHARS)")
+    if isinstance(found, Article):
+        found = too_long(found, limit) or found
     if isinstance(found, ReadProblem):
         out.update(where=found.where, message=found.message)
     else:
@@ -331,8 +331,7 @@ class RayBuild:
                     dropped.add(order)
                     continue
                 if doc_id in first:
-                    self.result.problems.append(ReadProblem(str(where), f"duplicate document id {doc_id!r}; "
-                                                                        "the later one wins"))
+                    self.result.problems.append(repeated_id(str(where), str(doc_id)))
                     dropped.add(last[doc_id])
                 else:
                     first[doc_id] = order
@@ -356,7 +355,8 @@ class RayBuild:
         documents: list[StoredDocument] = []
         chunks: list[Chunk] = []
         vectors: list[np.ndarray] = []
-        terms = ChunkTerms([], [])
+        tokens: list[list[str]] = []
+        sizes: list[list[int]] = []
         for row in rows:
             article = Article(**json.loads(row["article"]))
             documents.append(StoredDocument(article, content_hash(article)))
@@ -364,13 +364,14 @@ class RayBuild:
             chunks.extend(Chunk(chunk_id(article.id, position), article.id, position, start, end,
                                 article.text[start:end]) for position, start, end in spans)
             vectors.append(np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(spans), self.dimension))
-            terms = terms.extend(ChunkTerms(json.loads(row["tokens"]), json.loads(row["sizes"])))
+            tokens.extend(json.loads(row["tokens"]))
+            sizes.extend(json.loads(row["sizes"]))
             self.result.doc_ids.append(article.id)
             self.result.chunks += len(spans)
             if self.on_progress is not None:
                 self.on_progress(1, len(spans))
         matrix = np.concatenate(vectors) if vectors else np.zeros((0, self.dimension), dtype=np.float32)
-        return Shard(documents, chunks, matrix, terms)
+        return Shard(documents, chunks, matrix, ChunkTerms(tokens, sizes))
 
 
 def check_reachable(address: str, timeout: float = 10.0) -> None:

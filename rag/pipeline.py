@@ -20,7 +20,7 @@ import numpy as np
 from rag.cache import RecentResults
 from rag.chunking import chunk_article
 from rag.config import Settings
-from rag.corpus import ReadProblem, read_articles
+from rag.corpus import ReadProblem, read_articles, repeated_id, too_long
 from rag.embedding import Embedder, backend_of_index, passage_text
 from rag.errors import ConfigError, DocumentNotFoundError, IndexBusyError, InvalidRequestError, RagError
 from rag.generators.base import Generator, GeneratorContext
@@ -212,14 +212,11 @@ class RagPipeline:
         for item in items:
             if isinstance(item, ReadProblem):
                 skip(item)
-            elif len(item.text) > limit:
-                skip(ReadProblem(item.origin or item.id,
-                                 f"document {item.id!r} is {len(item.text):,} characters long; the limit is "
-                                 f"{limit:,} (RAG_MAX_DOCUMENT_CHARS)"))
+            elif (problem := too_long(item, limit)) is not None:
+                skip(problem)
             else:
                 if item.id in incoming:
-                    skip(ReadProblem(item.origin or item.id,
-                                     f"duplicate document id {item.id!r}; the later one wins"))
+                    skip(repeated_id(item.origin or item.id, item.id))
                 incoming[item.id] = StoredDocument(item, content_hash(item))
 
         with self._writing(wait):
